@@ -1,0 +1,2 @@
+//! Benchmarks of bursora-core.
+fn main() {}

@@ -1,0 +1,1 @@
+//! Budget specs, tag selectors and templates.

@@ -1,0 +1,1 @@
+//! Upper bounds of a request's tokens, computed before dispatch.

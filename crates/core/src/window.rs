@@ -1,0 +1,1 @@
+//! UTC calendar windows.
