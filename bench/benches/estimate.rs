@@ -1,0 +1,2 @@
+//! Estimation benchmarks.
+fn main() {}
