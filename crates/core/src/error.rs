@@ -65,10 +65,14 @@ impl Error {
     }
 
     pub(crate) fn invalid(message: impl Into<String>) -> Self {
-        Self::InvalidInput { message: message.into() }
+        Self::InvalidInput {
+            message: message.into(),
+        }
     }
 
     pub(crate) fn price_data(message: impl Into<String>) -> Self {
-        Self::PriceData { message: message.into() }
+        Self::PriceData {
+            message: message.into(),
+        }
     }
 }

@@ -234,21 +234,35 @@ mod tests {
         assert_eq!(NanoUsd::parse_usd("0.15").unwrap().nanos(), 150_000_000);
         assert_eq!(NanoUsd::parse_usd(".5").unwrap().nanos(), 500_000_000);
         assert_eq!(NanoUsd::parse_usd("1e-9").unwrap().nanos(), 1);
-        assert_eq!(NanoUsd::parse_usd("2.5E+2").unwrap().nanos(), 250_000_000_000);
+        assert_eq!(
+            NanoUsd::parse_usd("2.5E+2").unwrap().nanos(),
+            250_000_000_000
+        );
         assert_eq!(NanoUsd::parse_usd("0").unwrap(), NanoUsd::ZERO);
     }
 
     #[test]
     fn rounds_sub_nano_digits_up() {
         assert_eq!(NanoUsd::parse_usd("0.0000000001").unwrap().nanos(), 1);
-        assert_eq!(NanoUsd::parse_usd("1.0000000001").unwrap().nanos(), 1_000_000_001);
-        assert_eq!(NanoUsd::parse_usd("1.0000000000").unwrap().nanos(), 1_000_000_000);
+        assert_eq!(
+            NanoUsd::parse_usd("1.0000000001").unwrap().nanos(),
+            1_000_000_001
+        );
+        assert_eq!(
+            NanoUsd::parse_usd("1.0000000000").unwrap().nanos(),
+            1_000_000_000
+        );
     }
 
     #[test]
     fn rejects_bad_text() {
-        for bad in ["", "-1", "abc", "1.2.3", "NaN", "inf", "1e", "1e999", "--1", "."] {
-            assert!(NanoUsd::parse_usd(bad).is_err(), "{bad:?} should be rejected");
+        for bad in [
+            "", "-1", "abc", "1.2.3", "NaN", "inf", "1e", "1e999", "--1", ".",
+        ] {
+            assert!(
+                NanoUsd::parse_usd(bad).is_err(),
+                "{bad:?} should be rejected"
+            );
         }
         assert!(NanoUsd::parse_usd("99999999999999999999").is_err());
     }
@@ -268,7 +282,10 @@ mod tests {
     fn displays_exactly() {
         assert_eq!(NanoUsd::parse_usd("1.5").unwrap().to_string(), "$1.5");
         assert_eq!(NanoUsd::from_nanos(1).unwrap().to_string(), "$0.000000001");
-        assert_eq!(NanoUsd::from_nanos(3_000_000_000).unwrap().to_string(), "$3");
+        assert_eq!(
+            NanoUsd::from_nanos(3_000_000_000).unwrap().to_string(),
+            "$3"
+        );
     }
 
     #[test]

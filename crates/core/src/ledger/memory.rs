@@ -1,0 +1,388 @@
+//! The in-process ledger: one mutex over plain maps. A reservation is a handful of hash lookups
+//! under the lock, so contention stays short even with many threads.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+
+use super::{
+    CounterRef, CounterState, Decision, IdGen, Ledger, Outcome, Reservation, ReserveRequest,
+    SettleMath, Settlement, UpsertOutcome, decide, exceeded, new_budget_id, plan_counters, ttl,
+};
+use crate::budget::{Budget, BudgetSpec, CallTags};
+use crate::clock::{SharedClock, SystemClock};
+use crate::error::{Error, Result};
+use crate::ledger::BudgetStatus;
+use crate::money::NanoUsd;
+
+/// How often, at most, a reserve sweeps expired reservations and stale counters.
+const SWEEP_EVERY_MS: i64 = 1_000;
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct CounterKey {
+    budget: Arc<str>,
+    key: Arc<str>,
+    window_start_ms: i64,
+}
+
+#[derive(Clone, Copy, Debug, Default)]
+struct Counter {
+    spent: NanoUsd,
+    reserved: NanoUsd,
+    overrun: NanoUsd,
+    /// When this counter's window ends (`i64::MAX` for total): after that, and with nothing
+    /// reserved, it is history and may be dropped from memory.
+    ends_at_ms: i64,
+}
+
+#[derive(Debug)]
+struct Held {
+    amount: NanoUsd,
+    counters: Vec<CounterKey>,
+    expires_at_ms: i64,
+    /// `None` while active.
+    ended: Option<(Outcome, NanoUsd)>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    budgets: Vec<Budget>,
+    counters: HashMap<CounterKey, Counter>,
+    reservations: HashMap<String, Held>,
+    expiry: BTreeSet<(i64, String)>,
+    next_sweep_ms: i64,
+}
+
+/// A ledger held in process memory. Fast and exact; forgotten when the process exits.
+pub struct MemoryLedger {
+    state: Mutex<State>,
+    clock: SharedClock,
+    ids: IdGen,
+}
+
+impl std::fmt::Debug for MemoryLedger {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemoryLedger").finish_non_exhaustive()
+    }
+}
+
+impl Default for MemoryLedger {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl MemoryLedger {
+    /// An empty ledger on the system clock.
+    #[must_use]
+    pub fn new() -> Self {
+        Self::with_clock(Arc::new(SystemClock))
+    }
+
+    /// An empty ledger on the given clock.
+    #[must_use]
+    pub fn with_clock(clock: SharedClock) -> Self {
+        Self {
+            state: Mutex::new(State::default()),
+            clock,
+            ids: IdGen::new(),
+        }
+    }
+}
+
+impl State {
+    fn sweep(&mut self, now_ms: i64) -> usize {
+        let mut expired = 0;
+        while let Some((at, _)) = self.expiry.first() {
+            if *at > now_ms {
+                break;
+            }
+            let Some((_, id)) = self.expiry.pop_first() else {
+                break;
+            };
+            if let Some(held) = self.reservations.get_mut(&id) {
+                if held.ended.is_none() {
+                    let math = SettleMath::settle(held.amount, held.amount);
+                    apply(&mut self.counters, &held.counters, math);
+                    held.ended = Some((Outcome::Expired, held.amount));
+                    expired += 1;
+                }
+            }
+        }
+        // Windows that ended with nothing held are history; the in-memory ledger keeps only
+        // what can still change a decision.
+        self.counters
+            .retain(|_, c| c.ends_at_ms > now_ms || !c.reserved.is_zero());
+        self.next_sweep_ms = now_ms + SWEEP_EVERY_MS;
+        expired
+    }
+
+    fn key_of(&self, c: &CounterRef) -> CounterKey {
+        CounterKey {
+            budget: self.budgets[c.budget].id.clone(),
+            key: Arc::from(c.key.as_str()),
+            window_start_ms: c.window_start_ms,
+        }
+    }
+
+    fn counter(&mut self, c: &CounterRef) -> (CounterKey, Counter) {
+        let key = self.key_of(c);
+        let ends_at_ms = self.budgets[c.budget]
+            .spec
+            .window
+            .end_ms(c.window_start_ms)
+            .unwrap_or(i64::MAX);
+        let counter = *self.counters.entry(key.clone()).or_insert(Counter {
+            ends_at_ms,
+            ..Counter::default()
+        });
+        (key, counter)
+    }
+}
+
+fn apply(counters: &mut HashMap<CounterKey, Counter>, keys: &[CounterKey], math: SettleMath) {
+    for k in keys {
+        // A counter can be gone only if its budget was removed; its books no longer matter.
+        if let Some(c) = counters.get_mut(k) {
+            (c.spent, c.reserved, c.overrun) = math.apply(c.spent, c.reserved, c.overrun);
+        }
+    }
+}
+
+impl Ledger for MemoryLedger {
+    fn upsert_budget(&self, spec: &BudgetSpec) -> Result<UpsertOutcome> {
+        let mut st = self.state.lock();
+        if let Some(b) = st.budgets.iter_mut().find(|b| b.spec.name == spec.name) {
+            let previous = (b.spec != *spec).then(|| std::mem::replace(&mut b.spec, spec.clone()));
+            return Ok(UpsertOutcome {
+                id: b.id.clone(),
+                created: false,
+                previous,
+            });
+        }
+        let id = new_budget_id();
+        st.budgets.push(Budget {
+            id: id.clone(),
+            spec: spec.clone(),
+        });
+        Ok(UpsertOutcome {
+            id,
+            created: true,
+            previous: None,
+        })
+    }
+
+    fn remove_budget(&self, name: &str) -> Result<bool> {
+        let mut st = self.state.lock();
+        let before = st.budgets.len();
+        st.budgets.retain(|b| b.spec.name != name);
+        Ok(st.budgets.len() != before)
+    }
+
+    fn budgets(&self) -> Result<Vec<Budget>> {
+        Ok(self.state.lock().budgets.clone())
+    }
+
+    fn reserve(&self, req: &ReserveRequest<'_>) -> Result<Reservation> {
+        let ttl_ms = ttl(req.ttl_ms)?;
+        let now = self.clock.now_ms();
+        let mut st = self.state.lock();
+        if now >= st.next_sweep_ms {
+            st.sweep(now);
+        }
+        let plan = plan_counters(&st.budgets, req.call, now);
+        let mut keys = Vec::with_capacity(plan.len());
+        let mut states = Vec::with_capacity(plan.len());
+        for c in &plan {
+            let (key, counter) = st.counter(c);
+            keys.push(key);
+            states.push(CounterState {
+                spent: counter.spent,
+                reserved: counter.reserved,
+            });
+        }
+        let (amount, capped) = match decide(&st.budgets, &plan, &states, req.amount, req.policy) {
+            Decision::Reserve { amount, capped } => (amount, capped),
+            Decision::Refuse { counter } => {
+                return Err(exceeded(&st.budgets, &plan, &states, counter, req.amount));
+            }
+        };
+        for k in &keys {
+            if let Some(c) = st.counters.get_mut(k) {
+                c.reserved = c.reserved.saturating_add(amount);
+            }
+        }
+        let id = self.ids.next();
+        let expires_at_ms = now.saturating_add(ttl_ms);
+        st.expiry.insert((expires_at_ms, id.clone()));
+        let budgets = keys.len();
+        st.reservations.insert(
+            id.clone(),
+            Held {
+                amount,
+                counters: keys,
+                expires_at_ms,
+                ended: None,
+            },
+        );
+        Ok(Reservation {
+            id,
+            amount,
+            capped,
+            budgets,
+            expires_at_ms,
+        })
+    }
+
+    fn settle(&self, id: &str, actual: NanoUsd) -> Result<Settlement> {
+        let mut guard = self.state.lock();
+        let st = &mut *guard;
+        let held = st
+            .reservations
+            .get_mut(id)
+            .ok_or_else(|| Error::UnknownReservation { id: id.to_owned() })?;
+        match held.ended {
+            None => {
+                apply(
+                    &mut st.counters,
+                    &held.counters,
+                    SettleMath::settle(held.amount, actual),
+                );
+                st.expiry.remove(&(held.expires_at_ms, id.to_owned()));
+                held.ended = Some((Outcome::Settled, actual));
+                Ok(SettleMath::report(
+                    held.amount,
+                    actual,
+                    Outcome::Settled,
+                    true,
+                ))
+            }
+            Some((Outcome::Expired, _)) => {
+                // A late settlement replaces the reserved amount expiry counted by the truth.
+                apply(
+                    &mut st.counters,
+                    &held.counters,
+                    SettleMath::correct_expired(held.amount, actual),
+                );
+                held.ended = Some((Outcome::Settled, actual));
+                Ok(SettleMath::report(
+                    held.amount,
+                    actual,
+                    Outcome::Settled,
+                    true,
+                ))
+            }
+            Some((outcome, counted)) => {
+                Ok(SettleMath::report(held.amount, counted, outcome, false))
+            }
+        }
+    }
+
+    fn release(&self, id: &str) -> Result<Settlement> {
+        let mut guard = self.state.lock();
+        let st = &mut *guard;
+        let held = st
+            .reservations
+            .get_mut(id)
+            .ok_or_else(|| Error::UnknownReservation { id: id.to_owned() })?;
+        match held.ended {
+            None => {
+                apply(
+                    &mut st.counters,
+                    &held.counters,
+                    SettleMath::settle(held.amount, NanoUsd::ZERO),
+                );
+                st.expiry.remove(&(held.expires_at_ms, id.to_owned()));
+                held.ended = Some((Outcome::Released, NanoUsd::ZERO));
+                Ok(SettleMath::report(
+                    held.amount,
+                    NanoUsd::ZERO,
+                    Outcome::Released,
+                    true,
+                ))
+            }
+            Some((outcome, counted)) => {
+                Ok(SettleMath::report(held.amount, counted, outcome, false))
+            }
+        }
+    }
+
+    fn extend(&self, id: &str, ttl_ms: i64) -> Result<bool> {
+        let ttl_ms = ttl(Some(ttl_ms))?;
+        let now = self.clock.now_ms();
+        let mut guard = self.state.lock();
+        let st = &mut *guard;
+        let held = st
+            .reservations
+            .get_mut(id)
+            .ok_or_else(|| Error::UnknownReservation { id: id.to_owned() })?;
+        if held.ended.is_some() {
+            return Ok(false);
+        }
+        st.expiry.remove(&(held.expires_at_ms, id.to_owned()));
+        held.expires_at_ms = now.saturating_add(ttl_ms);
+        st.expiry.insert((held.expires_at_ms, id.to_owned()));
+        Ok(true)
+    }
+
+    fn record(&self, call: &CallTags, actual: NanoUsd) -> Result<usize> {
+        let now = self.clock.now_ms();
+        let mut st = self.state.lock();
+        let plan = plan_counters(&st.budgets, call, now);
+        for c in &plan {
+            let (key, _) = st.counter(c);
+            if let Some(counter) = st.counters.get_mut(&key) {
+                counter.spent = counter.spent.saturating_add(actual);
+            }
+        }
+        Ok(plan.len())
+    }
+
+    fn expire(&self) -> Result<usize> {
+        let now = self.clock.now_ms();
+        Ok(self.state.lock().sweep(now))
+    }
+
+    fn status(&self) -> Result<Vec<BudgetStatus>> {
+        let now = self.clock.now_ms();
+        let st = self.state.lock();
+        let mut out = Vec::new();
+        for b in &st.budgets {
+            let start = b.spec.window.start_ms(now);
+            let resets_at_ms = b.spec.window.end_ms(start);
+            let mut found = false;
+            let mut rows: Vec<BudgetStatus> = st
+                .counters
+                .iter()
+                .filter(|(k, _)| k.budget == b.id && k.window_start_ms == start)
+                .map(|(k, c)| {
+                    found = true;
+                    BudgetStatus {
+                        budget: b.clone(),
+                        key: (!k.key.is_empty()).then(|| k.key.to_string()),
+                        spent: c.spent,
+                        reserved: c.reserved,
+                        overrun: c.overrun,
+                        window_start_ms: start,
+                        resets_at_ms,
+                    }
+                })
+                .collect();
+            if !found && !b.spec.selector.is_template() {
+                rows.push(BudgetStatus {
+                    budget: b.clone(),
+                    key: None,
+                    spent: NanoUsd::ZERO,
+                    reserved: NanoUsd::ZERO,
+                    overrun: NanoUsd::ZERO,
+                    window_start_ms: start,
+                    resets_at_ms,
+                });
+            }
+            rows.sort_by(|a, b| a.key.cmp(&b.key));
+            out.extend(rows);
+        }
+        Ok(out)
+    }
+}
