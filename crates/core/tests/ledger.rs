@@ -521,3 +521,34 @@ fn a_sqlite_file_keeps_its_books_across_reopen() {
     l.settle(&id, n(10)).unwrap();
     assert_eq!(status_of(&l, "cap", None), (10, 0, 0));
 }
+
+#[test]
+fn batched_settlements_are_each_judged_and_applied_once() {
+    for s in stores() {
+        let l = &*s.ledger;
+        l.upsert_budget(&spec("cap", &[], 10_000, Window::Total, Mode::Block))
+            .unwrap();
+        let c = call(&[]);
+        let a = l.reserve(&req(&c, 1_000)).unwrap();
+        let b = l.reserve(&req(&c, 1_000)).unwrap();
+        let items = [
+            (a.id.as_str(), Some(n(400))),
+            ("res_unknown", Some(n(5))),
+            (b.id.as_str(), None),
+            (a.id.as_str(), Some(n(900))), // a duplicate delivery in the same batch
+        ];
+        let results = l.settle_batch(&items).unwrap();
+        assert_eq!(results.len(), 4);
+        assert_eq!(results[0].as_ref().unwrap().actual, n(400), "{}", s.name);
+        assert_eq!(
+            results[1].as_ref().unwrap_err().code(),
+            "unknown_reservation"
+        );
+        assert_eq!(results[2].as_ref().unwrap().outcome, Outcome::Released);
+        assert!(!results[3].as_ref().unwrap().applied, "{}", s.name);
+        assert_eq!(status_of(l, "cap", None), (400, 0, 0), "{}", s.name);
+        // Delivered again as a whole (a retry after a lost answer): nothing changes.
+        l.settle_batch(&items).unwrap();
+        assert_eq!(status_of(l, "cap", None), (400, 0, 0), "{}", s.name);
+    }
+}

@@ -13,12 +13,22 @@ use bursora_core::window::Window;
 const AMOUNT: i64 = 1_000;
 
 fn budget(limit: i64) -> BudgetSpec {
-    BudgetSpec::new("hot", Selector::default(), NanoUsd::from_nanos(limit).unwrap(), Window::Total, Mode::Block)
-        .unwrap()
+    BudgetSpec::new(
+        "hot",
+        Selector::default(),
+        NanoUsd::from_nanos(limit).unwrap(),
+        Window::Total,
+        Mode::Block,
+    )
+    .unwrap()
 }
 
 fn call() -> CallTags {
-    CallTags { tags: Tags::new([("agent_id", "loop")]).unwrap(), provider: "openai".into(), model: "gpt-4o-mini".into() }
+    CallTags {
+        tags: Tags::new([("agent_id", "loop")]).unwrap(),
+        provider: "openai".into(),
+        model: "gpt-4o-mini".into(),
+    }
 }
 
 /// Runs `threads × per_thread` reservations; settles every other admitted one at its full
@@ -35,7 +45,10 @@ fn hammer(ledger: &Arc<dyn Ledger>, threads: usize, per_thread: usize, limit: i6
             while !done.load(Ordering::Acquire) {
                 for s in ledger.status().unwrap() {
                     let used = s.spent.nanos() + s.reserved.nanos();
-                    assert!(used <= limit, "observed spent+reserved {used} above the cap {limit}");
+                    assert!(
+                        used <= limit,
+                        "observed spent+reserved {used} above the cap {limit}"
+                    );
                 }
                 looks += 1;
             }
@@ -71,14 +84,25 @@ fn hammer(ledger: &Arc<dyn Ledger>, threads: usize, per_thread: usize, limit: i6
     done.store(true, Ordering::Release);
     let looks = observer.join().unwrap();
     assert!(looks > 0, "the observer never looked");
-    (admitted.load(Ordering::Relaxed), settled.load(Ordering::Relaxed))
+    (
+        admitted.load(Ordering::Relaxed),
+        settled.load(Ordering::Relaxed),
+    )
 }
 
 fn check_books(ledger: &dyn Ledger, k: i64, settled: i64) {
     let status = ledger.status().unwrap();
     assert_eq!(status.len(), 1);
-    assert_eq!(status[0].spent.nanos(), settled, "settled money lost or counted twice");
-    assert_eq!(status[0].spent.nanos() + status[0].reserved.nanos(), k * AMOUNT, "money lost");
+    assert_eq!(
+        status[0].spent.nanos(),
+        settled,
+        "settled money lost or counted twice"
+    );
+    assert_eq!(
+        status[0].spent.nanos() + status[0].reserved.nanos(),
+        k * AMOUNT,
+        "money lost"
+    );
 }
 
 #[test]
@@ -113,7 +137,10 @@ const CHILD_LIMIT: &str = "BURSORA_RACE_LIMIT";
 fn race_child() {
     let db = std::env::var(CHILD_DB).expect("started by the parent test with BURSORA_RACE_DB");
     let out = std::env::var(CHILD_OUT).expect("BURSORA_RACE_OUT");
-    let limit: i64 = std::env::var(CHILD_LIMIT).expect("BURSORA_RACE_LIMIT").parse().unwrap();
+    let limit: i64 = std::env::var(CHILD_LIMIT)
+        .expect("BURSORA_RACE_LIMIT")
+        .parse()
+        .unwrap();
     let ledger: Arc<dyn Ledger> = Arc::new(SqliteLedger::open(&db).unwrap());
     // Every process declares the same budget by name: they share one counter.
     ledger.upsert_budget(&budget(limit)).unwrap();

@@ -7,8 +7,9 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 
 use super::{
-    CounterRef, CounterState, Decision, IdGen, Ledger, Outcome, Reservation, ReserveRequest,
-    SettleMath, Settlement, UpsertOutcome, decide, exceeded, new_budget_id, plan_counters, ttl,
+    CounterRef, CounterState, Decision, EndPlan, IdGen, Ledger, Outcome, Reservation,
+    ReserveRequest, SettleMath, Settlement, UpsertOutcome, decide, exceeded, new_budget_id,
+    plan_counters, ttl,
 };
 use crate::budget::{Budget, BudgetSpec, CallTags};
 use crate::clock::{SharedClock, SystemClock};
@@ -116,6 +117,28 @@ impl State {
             .retain(|_, c| c.ends_at_ms > now_ms || !c.reserved.is_zero());
         self.next_sweep_ms = now_ms + SWEEP_EVERY_MS;
         expired
+    }
+
+    fn end(&mut self, id: &str, actual: Option<NanoUsd>) -> Result<Settlement> {
+        let held = self
+            .reservations
+            .get_mut(id)
+            .ok_or_else(|| Error::UnknownReservation { id: id.to_owned() })?;
+        match EndPlan::new(held.amount, held.ended, actual) {
+            EndPlan::Unchanged(report) => Ok(report),
+            EndPlan::Apply {
+                math,
+                outcome,
+                actual,
+            } => {
+                apply(&mut self.counters, &held.counters, math);
+                if held.ended.is_none() {
+                    self.expiry.remove(&(held.expires_at_ms, id.to_owned()));
+                }
+                held.ended = Some((outcome, actual));
+                Ok(SettleMath::report(held.amount, actual, outcome, true))
+            }
+        }
     }
 
     fn key_of(&self, c: &CounterRef) -> CounterKey {
@@ -236,76 +259,19 @@ impl Ledger for MemoryLedger {
     }
 
     fn settle(&self, id: &str, actual: NanoUsd) -> Result<Settlement> {
-        let mut guard = self.state.lock();
-        let st = &mut *guard;
-        let held = st
-            .reservations
-            .get_mut(id)
-            .ok_or_else(|| Error::UnknownReservation { id: id.to_owned() })?;
-        match held.ended {
-            None => {
-                apply(
-                    &mut st.counters,
-                    &held.counters,
-                    SettleMath::settle(held.amount, actual),
-                );
-                st.expiry.remove(&(held.expires_at_ms, id.to_owned()));
-                held.ended = Some((Outcome::Settled, actual));
-                Ok(SettleMath::report(
-                    held.amount,
-                    actual,
-                    Outcome::Settled,
-                    true,
-                ))
-            }
-            Some((Outcome::Expired, _)) => {
-                // A late settlement replaces the reserved amount expiry counted by the truth.
-                apply(
-                    &mut st.counters,
-                    &held.counters,
-                    SettleMath::correct_expired(held.amount, actual),
-                );
-                held.ended = Some((Outcome::Settled, actual));
-                Ok(SettleMath::report(
-                    held.amount,
-                    actual,
-                    Outcome::Settled,
-                    true,
-                ))
-            }
-            Some((outcome, counted)) => {
-                Ok(SettleMath::report(held.amount, counted, outcome, false))
-            }
-        }
+        self.state.lock().end(id, Some(actual))
     }
 
     fn release(&self, id: &str) -> Result<Settlement> {
-        let mut guard = self.state.lock();
-        let st = &mut *guard;
-        let held = st
-            .reservations
-            .get_mut(id)
-            .ok_or_else(|| Error::UnknownReservation { id: id.to_owned() })?;
-        match held.ended {
-            None => {
-                apply(
-                    &mut st.counters,
-                    &held.counters,
-                    SettleMath::settle(held.amount, NanoUsd::ZERO),
-                );
-                st.expiry.remove(&(held.expires_at_ms, id.to_owned()));
-                held.ended = Some((Outcome::Released, NanoUsd::ZERO));
-                Ok(SettleMath::report(
-                    held.amount,
-                    NanoUsd::ZERO,
-                    Outcome::Released,
-                    true,
-                ))
-            }
-            Some((outcome, counted)) => {
-                Ok(SettleMath::report(held.amount, counted, outcome, false))
-            }
-        }
+        self.state.lock().end(id, None)
+    }
+
+    fn settle_batch(&self, items: &[(&str, Option<NanoUsd>)]) -> Result<Vec<Result<Settlement>>> {
+        let mut st = self.state.lock();
+        Ok(items
+            .iter()
+            .map(|(id, actual)| st.end(id, *actual))
+            .collect())
     }
 
     fn extend(&self, id: &str, ttl_ms: i64) -> Result<bool> {

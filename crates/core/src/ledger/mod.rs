@@ -242,6 +242,14 @@ pub trait Ledger: Send + Sync {
     /// [`Error::UnknownReservation`]; storage failures.
     fn settle(&self, id: &str, actual: NanoUsd) -> Result<Settlement>;
 
+    /// Settles (`Some(actual)`) or releases (`None`) many reservations in one atomic step, as
+    /// the background reporter delivers them. Each item gets its own result (an unknown id
+    /// does not spoil the rest); a storage failure fails the whole batch and changes nothing.
+    ///
+    /// # Errors
+    /// Storage failures.
+    fn settle_batch(&self, items: &[(&str, Option<NanoUsd>)]) -> Result<Vec<Result<Settlement>>>;
+
     /// Gives the whole reservation back (the call cost nothing). Idempotent like `settle`.
     ///
     /// # Errors
@@ -452,7 +460,12 @@ impl SettleMath {
 
     /// The [`Settlement`] reported for it.
     #[must_use]
-    pub fn report(held: NanoUsd, actual: NanoUsd, outcome: Outcome, applied: bool) -> Settlement {
+    pub const fn report(
+        held: NanoUsd,
+        actual: NanoUsd,
+        outcome: Outcome,
+        applied: bool,
+    ) -> Settlement {
         Settlement {
             reserved: held,
             actual,
@@ -460,6 +473,51 @@ impl SettleMath {
             overrun: actual.saturating_sub(held),
             outcome,
             applied,
+        }
+    }
+}
+
+/// What ending a reservation does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EndPlan {
+    /// Move the counters by `math` and mark the reservation `outcome` at `actual`.
+    Apply {
+        /// How the counters move.
+        math: SettleMath,
+        /// The new state.
+        outcome: Outcome,
+        /// The amount now counted.
+        actual: NanoUsd,
+    },
+    /// It already ended; report the first ending and change nothing.
+    Unchanged(Settlement),
+}
+
+impl EndPlan {
+    /// Decides how to settle (`Some(actual)`) or release (`None`) a reservation of `held` that
+    /// has ended as `ended` (`None` while active). A late settlement of an expired reservation
+    /// replaces the amount expiry counted by the truth; anything else that already ended stays.
+    #[must_use]
+    pub fn new(held: NanoUsd, ended: Option<(Outcome, NanoUsd)>, actual: Option<NanoUsd>) -> Self {
+        match (ended, actual) {
+            (None, Some(actual)) => Self::Apply {
+                math: SettleMath::settle(held, actual),
+                outcome: Outcome::Settled,
+                actual,
+            },
+            (None, None) => Self::Apply {
+                math: SettleMath::settle(held, NanoUsd::ZERO),
+                outcome: Outcome::Released,
+                actual: NanoUsd::ZERO,
+            },
+            (Some((Outcome::Expired, counted)), Some(actual)) => Self::Apply {
+                math: SettleMath::correct_expired(counted, actual),
+                outcome: Outcome::Settled,
+                actual,
+            },
+            (Some((outcome, counted)), _) => {
+                Self::Unchanged(SettleMath::report(held, counted, outcome, false))
+            }
         }
     }
 }

@@ -15,7 +15,7 @@ use rusqlite::{
 };
 
 use super::{
-    BudgetStatus, CounterRef, CounterState, Decision, IdGen, Ledger, Outcome, Reservation,
+    BudgetStatus, CounterRef, CounterState, Decision, EndPlan, IdGen, Ledger, Outcome, Reservation,
     ReserveRequest, SettleMath, Settlement, UpsertOutcome, decide, exceeded, new_budget_id,
     plan_counters, ttl,
 };
@@ -32,6 +32,9 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 const SWEEP_EVERY_MS: i64 = 1_000;
 /// Ended reservations are kept this long, so a late duplicate settle is still recognised.
 const KEEP_ENDED_MS: i64 = 7 * 24 * 3_600_000;
+/// How often, at most, ended reservations past [`KEEP_ENDED_MS`] are deleted (a table scan, so
+/// rare rather than indexed: an index would cost every settlement a write).
+const PRUNE_EVERY_MS: i64 = 3_600_000;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS bursora_meta (
@@ -67,9 +70,8 @@ CREATE TABLE IF NOT EXISTS reservations (
     expires_at_ms INTEGER NOT NULL,
     ended_at_ms   INTEGER,
     counters      TEXT NOT NULL
-);
+) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS reservations_due ON reservations (expires_at_ms) WHERE state = 'active';
-CREATE INDEX IF NOT EXISTS reservations_ended ON reservations (ended_at_ms) WHERE state <> 'active';
 ";
 
 struct Conn {
@@ -77,6 +79,7 @@ struct Conn {
     budgets: Vec<Budget>,
     budgets_version: i64,
     next_sweep_ms: i64,
+    next_prune_ms: i64,
 }
 
 /// A ledger in a SQLite file, safe to share between threads and between processes.
@@ -136,11 +139,15 @@ impl SqliteLedger {
             .map_err(fail)?;
         db.pragma_update(None, "synchronous", "NORMAL")
             .map_err(fail)?;
+        // Fewer, larger checkpoints: each one syncs the file, and a hot ledger commits often.
+        db.pragma_update(None, "wal_autocheckpoint", 8_000)
+            .map_err(fail)?;
         let mut conn = Conn {
             db,
             budgets: Vec::new(),
             budgets_version: -1,
             next_sweep_ms: 0,
+            next_prune_ms: 0,
         };
         migrate(&mut conn.db).map_err(fail)?;
         let ledger = Self {
@@ -179,6 +186,7 @@ impl SqliteLedger {
             budgets: &mut conn.budgets,
             version: &mut conn.budgets_version,
             next_sweep_ms: &mut conn.next_sweep_ms,
+            next_prune_ms: &mut conn.next_prune_ms,
             path: &self.path,
         };
         let out = f(&tx, &mut cache)?;
@@ -196,10 +204,21 @@ struct Cache<'a> {
     budgets: &'a mut Vec<Budget>,
     version: &'a mut i64,
     next_sweep_ms: &'a mut i64,
+    next_prune_ms: &'a mut i64,
     path: &'a Path,
 }
 
 impl Cache<'_> {
+    fn sweep(&mut self, tx: &Transaction<'_>, now: i64) -> Result<usize> {
+        let prune = now >= *self.next_prune_ms;
+        let n = sweep(tx, now, prune, self.path)?;
+        *self.next_sweep_ms = now + SWEEP_EVERY_MS;
+        if prune {
+            *self.next_prune_ms = now + PRUNE_EVERY_MS;
+        }
+        Ok(n)
+    }
+
     /// Records a budget change: bump the shared version so other processes reload.
     fn budgets_changed(&mut self, tx: &Transaction<'_>) -> Result<()> {
         tx.execute(
@@ -320,28 +339,28 @@ fn write_counter(
     Ok(())
 }
 
-/// Applies `math` to every stored counter of a reservation.
+/// Applies `math` to every stored counter of a reservation: [`SettleMath::apply`] in one
+/// statement per counter (saturating at zero the same way).
 fn apply(
     tx: &Transaction<'_>,
     counters: &[StoredCounter],
     math: SettleMath,
 ) -> rusqlite::Result<()> {
+    let mut stmt = tx.prepare_cached(
+        "UPDATE counters SET spent = MAX(spent - ?4, 0) + ?5, reserved = MAX(reserved - ?6, 0), overrun = overrun + ?7
+         WHERE budget_id = ?1 AND key = ?2 AND window_start_ms = ?3",
+    )?;
     for (budget_id, key, start) in counters {
-        let row: Option<(i64, i64, i64)> = tx
-            .prepare_cached(
-                "SELECT spent, reserved, overrun FROM counters WHERE budget_id = ?1 AND key = ?2 AND window_start_ms = ?3",
-            )?
-            .query_row(params![budget_id, key, start], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-            .optional()?;
-        // A missing counter means its row was deleted by hand; nothing to move.
-        if let Some((spent, reserved, overrun)) = row {
-            let next = math.apply(
-                NanoUsd::from_nanos_clamped(spent),
-                NanoUsd::from_nanos_clamped(reserved),
-                NanoUsd::from_nanos_clamped(overrun),
-            );
-            write_counter(tx, (budget_id, key, *start), next)?;
-        }
+        // A counter row can be missing only if it was deleted by hand; nothing to move then.
+        stmt.execute(params![
+            budget_id,
+            key,
+            start,
+            math.unspend.nanos(),
+            math.spend.nanos(),
+            math.unreserve.nanos(),
+            math.overrun.nanos()
+        ])?;
     }
     Ok(())
 }
@@ -391,8 +410,9 @@ fn end_reservation(
     Ok(())
 }
 
-/// Settles every due reservation at its reserved amount, and forgets long-ended ones.
-fn sweep(tx: &Transaction<'_>, now: i64, path: &Path) -> Result<usize> {
+/// Settles every due reservation at its reserved amount; with `prune`, also forgets long-ended
+/// ones.
+fn sweep(tx: &Transaction<'_>, now: i64, prune: bool, path: &Path) -> Result<usize> {
     let fail = |e: rusqlite::Error| storage_error(path, &e);
     let due: Vec<(String, i64, String)> = tx
         .prepare_cached(
@@ -412,39 +432,42 @@ fn sweep(tx: &Transaction<'_>, now: i64, path: &Path) -> Result<usize> {
         .map_err(fail)?;
         end_reservation(tx, id, Outcome::Expired, amount, now).map_err(fail)?;
     }
-    tx.prepare_cached("DELETE FROM reservations WHERE state <> 'active' AND ended_at_ms < ?1")
-        .and_then(|mut s| s.execute([now.saturating_sub(KEEP_ENDED_MS)]))
-        .map_err(fail)?;
+    if prune {
+        tx.prepare_cached("DELETE FROM reservations WHERE state <> 'active' AND ended_at_ms < ?1")
+            .and_then(|mut s| s.execute([now.saturating_sub(KEEP_ENDED_MS)]))
+            .map_err(fail)?;
+    }
     Ok(due.len())
 }
 
 impl SqliteLedger {
     fn end(&self, id: &str, actual: Option<NanoUsd>) -> Result<Settlement> {
         let now = self.clock.now_ms();
-        self.write(|tx, _| {
-            let row = read_reservation(tx, id, &self.path)?;
-            let recorded = NanoUsd::from_nanos_clamped(row.actual.unwrap_or(0));
-            let state = Outcome::parse(&row.state);
-            let (math, outcome) = match (state, actual) {
-                (None, Some(actual)) => (SettleMath::settle(row.amount, actual), Outcome::Settled),
-                (None, None) => (
-                    SettleMath::settle(row.amount, NanoUsd::ZERO),
-                    Outcome::Released,
-                ),
-                // A late settlement replaces what expiry counted by the truth.
-                (Some(Outcome::Expired), Some(actual)) => (
-                    SettleMath::correct_expired(recorded, actual),
-                    Outcome::Settled,
-                ),
-                (Some(done), _) => {
-                    return Ok(SettleMath::report(row.amount, recorded, done, false));
-                }
-            };
-            let actual = actual.unwrap_or(NanoUsd::ZERO);
-            apply(tx, &row.counters, math).map_err(|e| self.err(&e))?;
-            end_reservation(tx, id, outcome, actual, now).map_err(|e| self.err(&e))?;
-            Ok(SettleMath::report(row.amount, actual, outcome, true))
-        })
+        self.write(|tx, _| self.end_in(tx, id, actual, now))
+    }
+
+    fn end_in(
+        &self,
+        tx: &Transaction<'_>,
+        id: &str,
+        actual: Option<NanoUsd>,
+        now: i64,
+    ) -> Result<Settlement> {
+        let row = read_reservation(tx, id, &self.path)?;
+        let ended = Outcome::parse(&row.state)
+            .map(|o| (o, NanoUsd::from_nanos_clamped(row.actual.unwrap_or(0))));
+        match EndPlan::new(row.amount, ended, actual) {
+            EndPlan::Unchanged(report) => Ok(report),
+            EndPlan::Apply {
+                math,
+                outcome,
+                actual,
+            } => {
+                apply(tx, &row.counters, math).map_err(|e| self.err(&e))?;
+                end_reservation(tx, id, outcome, actual, now).map_err(|e| self.err(&e))?;
+                Ok(SettleMath::report(row.amount, actual, outcome, true))
+            }
+        }
     }
 }
 
@@ -502,8 +525,7 @@ impl Ledger for SqliteLedger {
         let now = self.clock.now_ms();
         self.write(|tx, cache| {
             if now >= *cache.next_sweep_ms {
-                sweep(tx, now, cache.path)?;
-                *cache.next_sweep_ms = now + SWEEP_EVERY_MS;
+                cache.sweep(tx, now)?;
             }
             let budgets = &*cache.budgets;
             let plan = plan_counters(budgets, req.call, now);
@@ -563,6 +585,19 @@ impl Ledger for SqliteLedger {
         self.end(id, None)
     }
 
+    fn settle_batch(&self, items: &[(&str, Option<NanoUsd>)]) -> Result<Vec<Result<Settlement>>> {
+        let now = self.clock.now_ms();
+        self.write(|tx, _| {
+            items
+                .iter()
+                .map(|(id, actual)| match self.end_in(tx, id, *actual, now) {
+                    Err(e @ Error::Storage { .. }) => Err(e),
+                    other => Ok(other),
+                })
+                .collect()
+        })
+    }
+
     fn extend(&self, id: &str, ttl_ms: i64) -> Result<bool> {
         let ttl_ms = ttl(Some(ttl_ms))?;
         let now = self.clock.now_ms();
@@ -604,11 +639,7 @@ impl Ledger for SqliteLedger {
 
     fn expire(&self) -> Result<usize> {
         let now = self.clock.now_ms();
-        self.write(|tx, cache| {
-            let n = sweep(tx, now, cache.path)?;
-            *cache.next_sweep_ms = now + SWEEP_EVERY_MS;
-            Ok(n)
-        })
+        self.write(|tx, cache| cache.sweep(tx, now))
     }
 
     fn status(&self) -> Result<Vec<BudgetStatus>> {
