@@ -24,14 +24,20 @@ impl ModelPrice {
     ///
     /// # Errors
     /// [`Error::InvalidInput`] naming the field, for negative or malformed text.
-    pub fn parse(input_per_mtok: &str, output_per_mtok: &str, cached_input_per_mtok: Option<&str>) -> Result<Self> {
+    pub fn parse(
+        input_per_mtok: &str,
+        output_per_mtok: &str,
+        cached_input_per_mtok: Option<&str>,
+    ) -> Result<Self> {
         let field = |name: &str, text: &str| {
             NanoUsd::parse_usd(text).map_err(|e| Error::invalid(format!("price {name}: {e}")))
         };
         Ok(Self {
             input_per_mtok: field("inputPerMTok", input_per_mtok)?,
             output_per_mtok: field("outputPerMTok", output_per_mtok)?,
-            cached_input_per_mtok: cached_input_per_mtok.map(|text| field("cachedInputPerMTok", text)).transpose()?,
+            cached_input_per_mtok: cached_input_per_mtok
+                .map(|text| field("cachedInputPerMTok", text))
+                .transpose()?,
             max_output_tokens: None,
         })
     }
@@ -41,7 +47,11 @@ impl ModelPrice {
     ///
     /// # Errors
     /// [`Error::InvalidInput`] naming the field, for negative, NaN or infinite numbers.
-    pub fn from_usd_f64(input_per_mtok: f64, output_per_mtok: f64, cached_input_per_mtok: Option<f64>) -> Result<Self> {
+    pub fn from_usd_f64(
+        input_per_mtok: f64,
+        output_per_mtok: f64,
+        cached_input_per_mtok: Option<f64>,
+    ) -> Result<Self> {
         let field = |name: &str, usd: f64| {
             NanoUsd::from_usd_f64(usd).map_err(|e| {
                 Error::invalid(format!("price {name} must be a finite, non-negative number of USD per million tokens: {e}"))
@@ -50,7 +60,9 @@ impl ModelPrice {
         Ok(Self {
             input_per_mtok: field("inputPerMTok", input_per_mtok)?,
             output_per_mtok: field("outputPerMTok", output_per_mtok)?,
-            cached_input_per_mtok: cached_input_per_mtok.map(|usd| field("cachedInputPerMTok", usd)).transpose()?,
+            cached_input_per_mtok: cached_input_per_mtok
+                .map(|usd| field("cachedInputPerMTok", usd))
+                .transpose()?,
             max_output_tokens: None,
         })
     }
@@ -95,8 +107,17 @@ mod tests {
         let price = ModelPrice::from_usd_f64(0.15, 0.6, Some(0.075)).unwrap();
         assert_eq!(price.input_per_mtok.nanos(), 150_000_000);
         assert_eq!(price.output_per_mtok.nanos(), 600_000_000);
-        assert_eq!(price.cached_input_per_mtok.map(NanoUsd::nanos), Some(75_000_000));
-        assert_eq!(ModelPrice::parse("2.5", "10", None).unwrap().input_per_mtok.nanos(), 2_500_000_000);
+        assert_eq!(
+            price.cached_input_per_mtok.map(NanoUsd::nanos),
+            Some(75_000_000)
+        );
+        assert_eq!(
+            ModelPrice::parse("2.5", "10", None)
+                .unwrap()
+                .input_per_mtok
+                .nanos(),
+            2_500_000_000
+        );
     }
 
     #[test]
@@ -111,6 +132,66 @@ mod tests {
             assert_eq!(err.code(), "invalid_input");
             assert!(err.to_string().contains(field), "{err}");
         }
-        assert!(ModelPrice::parse("1", "-2", None).unwrap_err().to_string().contains("outputPerMTok"));
+        assert!(
+            ModelPrice::parse("1", "-2", None)
+                .unwrap_err()
+                .to_string()
+                .contains("outputPerMTok")
+        );
+    }
+
+    /// The fallback is never below a mainstream model: every standard price (all dates, all
+    /// tiers; input including cache writes) of the big providers' models is at or below it,
+    /// except the listed "pro" reasoning SKUs and retired GPT-4 variants.
+    #[test]
+    fn fallback_is_above_mainstream_models() {
+        let dearer = [
+            "gpt-4-32k",
+            "gpt-4.5-preview",
+            "gpt-5.2-pro",
+            "gpt-5.4-pro",
+            "gpt-5.5-pro",
+            "o1-pro",
+        ];
+        let providers = [
+            "openai",
+            "anthropic",
+            "google",
+            "x-ai",
+            "mistral",
+            "deepseek",
+        ];
+        let data = crate::pricing::PriceData::bundled();
+        let highest = |rate: &Option<Rate>| {
+            rate.as_ref().map_or(0, |rate| {
+                rate.tiers
+                    .iter()
+                    .map(|tier| tier.rate)
+                    .fold(rate.base, u64::max)
+            })
+        };
+        let (fallback_in, fallback_out) = (
+            FALLBACK_PRICE.input_per_mtok.nanos().unsigned_abs(),
+            FALLBACK_PRICE.output_per_mtok.nanos().unsigned_abs(),
+        );
+        let mut checked = 0;
+        for (provider, model, prices) in data.table().models() {
+            if !providers.contains(&provider) || dearer.contains(&model) {
+                continue;
+            }
+            for standard in &prices.standard {
+                let set = &standard.prices;
+                let input = [Unit::Input, Unit::CacheWrite, Unit::CacheWrite1h]
+                    .map(|u| highest(&set[u.index()]));
+                assert!(
+                    input.into_iter().all(|rate| rate <= fallback_in),
+                    "{provider}/{model} input {input:?}"
+                );
+                let output = highest(&set[Unit::Output.index()]);
+                assert!(output <= fallback_out, "{provider}/{model} output {output}");
+                checked += 1;
+            }
+        }
+        assert!(checked > 300, "only {checked} price sets checked");
     }
 }

@@ -30,12 +30,17 @@ impl MaxOutputTable {
     pub(crate) fn from_json(json: &str) -> Result<Self> {
         let file: File = serde_json::from_str(json)
             .map_err(|e| Error::price_data(format!("max-output-tokens table: {e}")))?;
-        Ok(Self { source: file.source, models: file.models })
+        Ok(Self {
+            source: file.source,
+            models: file.models,
+        })
     }
 
     /// The limit for the first name that has one (names are compared lowercase).
     pub(crate) fn lookup<'a>(&self, names: impl IntoIterator<Item = &'a str>) -> Option<u64> {
-        names.into_iter().find_map(|name| self.models.get(&name.to_lowercase()).copied())
+        names
+            .into_iter()
+            .find_map(|name| self.models.get(&name.to_lowercase()).copied())
     }
 }
 

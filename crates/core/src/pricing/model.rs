@@ -43,12 +43,19 @@ impl PriceContext {
     }
 
     fn keys(&self) -> VariantKeys<'_> {
-        VariantKeys { service_tier: self.service_tier.as_deref(), batch: self.batch }
+        VariantKeys {
+            service_tier: self.service_tier.as_deref(),
+            batch: self.batch,
+        }
     }
 
     /// Whether the context can select non-standard prices at all.
     fn selects_variant(&self) -> bool {
-        self.batch || self.service_tier.as_deref().is_some_and(|tier| tier != "auto")
+        self.batch
+            || self
+                .service_tier
+                .as_deref()
+                .is_some_and(|tier| tier != "auto")
     }
 }
 
@@ -110,7 +117,13 @@ impl ResolvedModel {
     /// other than `auto`, or `batch`, each rate is the higher of the standard and the
     /// variant's, since a tier can be downgraded. Saturates at [`NanoUsd::MAX`].
     #[must_use]
-    pub fn upper_bound(&self, input_tokens: u64, output_tokens: u64, ctx: &PriceContext, now_ms: i64) -> NanoUsd {
+    pub fn upper_bound(
+        &self,
+        input_tokens: u64,
+        output_tokens: u64,
+        ctx: &PriceContext,
+        now_ms: i64,
+    ) -> NanoUsd {
         let mut worst: u128 = 0;
         self.for_each_bound(input_tokens, ctx, now_ms, |terms| {
             let total = u128::from(input_tokens)
@@ -126,12 +139,22 @@ impl ResolvedModel {
     /// `amount` for this input, or `None` when not even zero output tokens fit. `u64::MAX` when
     /// output is free. The `fit` policy lowers a request's max tokens to this (never raises).
     #[must_use]
-    pub fn max_output_within(&self, input_tokens: u64, amount: NanoUsd, ctx: &PriceContext, now_ms: i64) -> Option<u64> {
+    pub fn max_output_within(
+        &self,
+        input_tokens: u64,
+        amount: NanoUsd,
+        ctx: &PriceContext,
+        now_ms: i64,
+    ) -> Option<u64> {
         // bound(n) = ceil(num(n) / DENOM) ≤ amount  ⇔  num(n) ≤ amount × DENOM (num is an integer).
-        let budget = u128::try_from(amount.nanos()).unwrap_or(0).saturating_mul(DENOM);
+        let budget = u128::try_from(amount.nanos())
+            .unwrap_or(0)
+            .saturating_mul(DENOM);
         let mut best = Some(u64::MAX);
         self.for_each_bound(input_tokens, ctx, now_ms, |terms| {
-            let committed = u128::from(input_tokens).saturating_mul(terms.input_rate).saturating_add(terms.fixed);
+            let committed = u128::from(input_tokens)
+                .saturating_mul(terms.input_rate)
+                .saturating_add(terms.fixed);
             let fits = match budget.checked_sub(committed) {
                 None => None,
                 Some(_) if terms.output_rate == 0 => Some(u64::MAX),
@@ -163,7 +186,9 @@ impl ResolvedModel {
         let overflow = || Error::invalid("the usage is too large to price");
         let mut total: u128 = 0;
         for unit in Unit::ALL {
-            let Some(rate) = prices[unit.index()] else { continue };
+            let Some(rate) = prices[unit.index()] else {
+                continue;
+            };
             let term = u128::from(rate.at(usage.input_tokens))
                 .checked_mul(u128::from(leaves[unit.index()]))
                 .and_then(|term| term.checked_mul(unit.scale()))
@@ -174,22 +199,42 @@ impl ResolvedModel {
     }
 
     /// Calls `f` with the bound terms of every price set that may apply.
-    fn for_each_bound(&self, input_tokens: u64, ctx: &PriceContext, now_ms: i64, mut f: impl FnMut(BoundTerms)) {
+    fn for_each_bound(
+        &self,
+        input_tokens: u64,
+        ctx: &PriceContext,
+        now_ms: i64,
+        mut f: impl FnMut(BoundTerms),
+    ) {
         let keys = ctx.keys();
         let with_variant = self.variants_apply && ctx.selects_variant();
         for instant in self.prices.instants(now_ms, PRICE_CHANGE_HORIZON_MS) {
-            f(bound_terms(&self.prices.prices_at(instant, None), input_tokens, ctx.text_only));
+            f(bound_terms(
+                &self.prices.prices_at(instant, None),
+                input_tokens,
+                ctx.text_only,
+            ));
             if with_variant {
-                f(bound_terms(&self.prices.prices_at(instant, Some(&keys)), input_tokens, ctx.text_only));
+                f(bound_terms(
+                    &self.prices.prices_at(instant, Some(&keys)),
+                    input_tokens,
+                    ctx.text_only,
+                ));
             }
         }
     }
 }
 
 fn bound_terms(prices: &PriceRefs<'_>, input_tokens: u64, text_only: bool) -> BoundTerms {
-    let mut terms = BoundTerms { input_rate: 0, output_rate: 0, fixed: 0 };
+    let mut terms = BoundTerms {
+        input_rate: 0,
+        output_rate: 0,
+        fixed: 0,
+    };
     for unit in Unit::ALL {
-        let Some(rate) = prices[unit.index()] else { continue };
+        let Some(rate) = prices[unit.index()] else {
+            continue;
+        };
         if text_only && unit.is_media() {
             continue;
         }
@@ -199,7 +244,9 @@ fn bound_terms(prices: &PriceRefs<'_>, input_tokens: u64, text_only: bool) -> Bo
             (Direction::Output, _) => terms.output_rate = terms.output_rate.max(rate),
             // One call: the per-request fee. Tool calls (web searches) cannot be bounded from the
             // request; they are charged at settlement.
-            (Direction::Other, Unit::Requests) => terms.fixed = terms.fixed.saturating_add(rate * unit.scale()),
+            (Direction::Other, Unit::Requests) => {
+                terms.fixed = terms.fixed.saturating_add(rate * unit.scale())
+            }
             (Direction::Other, _) => {}
         }
     }

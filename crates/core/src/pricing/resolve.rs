@@ -31,7 +31,9 @@ pub struct PriceData {
 
 impl std::fmt::Debug for PriceData {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PriceData").field("version", &self.version).finish_non_exhaustive()
+        f.debug_struct("PriceData")
+            .field("version", &self.version)
+            .finish_non_exhaustive()
     }
 }
 
@@ -60,7 +62,11 @@ impl PriceData {
         let table = PriceTable::from_json(json)?;
         let matcher = genai_prices::Calculator::from_json(json)
             .map_err(|e| Error::price_data(format!("genai-prices rejects the data: {e}")))?;
-        Ok(Self { version: Arc::from(version.into()), table, matcher })
+        Ok(Self {
+            version: Arc::from(version.into()),
+            table,
+            matcher,
+        })
     }
 
     /// The data's version, recorded with every decision.
@@ -99,7 +105,11 @@ impl<'a> ModelRef<'a> {
     /// A model name alone (the provider is then found from the name).
     #[must_use]
     pub fn new(model: &'a str) -> Self {
-        Self { provider: None, base_url: None, model }
+        Self {
+            provider: None,
+            base_url: None,
+            model,
+        }
     }
 
     /// The same reference with an explicit provider.
@@ -171,7 +181,9 @@ impl Pricer {
         for (key, price) in overrides {
             let key = key.trim().to_lowercase();
             if key.is_empty() || key.ends_with('/') {
-                return Err(Error::invalid(format!("prices: {key:?} is not a model name")));
+                return Err(Error::invalid(format!(
+                    "prices: {key:?} is not a model name"
+                )));
             }
             map.insert(key, price);
         }
@@ -216,7 +228,10 @@ impl Pricer {
             }
         };
         if !resolved.known && self.policy == UnknownModelPolicy::Block {
-            return Err(Error::UnknownModel { model: model.model.to_owned(), provider: resolved.provider_id.clone() });
+            return Err(Error::UnknownModel {
+                model: model.model.to_owned(),
+                provider: resolved.provider_id.clone(),
+            });
         }
         Ok(resolved)
     }
@@ -228,13 +243,17 @@ impl Pricer {
 
         // 1. An override for the name as given wins over everything.
         if let Some((key, price)) = self.find_override(provider, model.model.trim()) {
-            return self.from_override(model.model, provider.map(str::to_owned), key, price, None);
+            return self.overridden(model.model, provider.map(str::to_owned), key, price, None);
         }
 
         // 2. The table, through genai-prices' provider and model matching.
         let empty = genai_prices::Usage::new();
         // Provider by what the caller said (explicit id, then base URL), then by model name.
-        let selectors = [provider.map(Selector::Provider), base_url.map(Selector::Url), Some(Selector::ModelName)];
+        let selectors = [
+            provider.map(Selector::Provider),
+            base_url.map(Selector::Url),
+            Some(Selector::ModelName),
+        ];
         for selector in selectors.into_iter().flatten() {
             for name in &names {
                 let request = genai_prices::PriceRequest::new(name, &empty);
@@ -243,12 +262,20 @@ impl Pricer {
                     Selector::Url(url) => request.with_provider_api_url(url),
                     Selector::ModelName => request,
                 };
-                let Ok(matched) = self.data.matcher.calculate(&request) else { continue };
-                let Some(found) = self.data.table().find(&matched.provider_id, &matched.model_id) else {
+                let Ok(matched) = self.data.matcher.calculate(&request) else {
                     continue;
                 };
-                if let Some((key, price)) = self.find_override(Some(&matched.provider_id), &matched.model_id) {
-                    return self.from_override(
+                let Some(found) = self
+                    .data
+                    .table()
+                    .find(&matched.provider_id, &matched.model_id)
+                else {
+                    continue;
+                };
+                if let Some((key, price)) =
+                    self.find_override(Some(&matched.provider_id), &matched.model_id)
+                {
+                    return self.overridden(
                         model.model,
                         Some(matched.provider_id),
                         key,
@@ -266,7 +293,9 @@ impl Pricer {
                         ),
                     );
                 }
-                if model.model.trim().to_ascii_lowercase().starts_with("ft:") && !matched.model_id.starts_with("ft:") {
+                if model.model.trim().to_ascii_lowercase().starts_with("ft:")
+                    && !matched.model_id.starts_with("ft:")
+                {
                     self.warn_once(
                         "fine_tuned_model",
                         model.model,
@@ -278,7 +307,12 @@ impl Pricer {
                     );
                 }
                 let max_output_tokens = MAX_OUTPUT
-                    .lookup(names.iter().map(String::as_str).chain([matched.model_id.as_str()]))
+                    .lookup(
+                        names
+                            .iter()
+                            .map(String::as_str)
+                            .chain([matched.model_id.as_str()]),
+                    )
                     .or(found.prices.context_window)
                     .unwrap_or(DEFAULT_MAX_OUTPUT_TOKENS);
                 return ResolvedModel {
@@ -300,18 +334,29 @@ impl Pricer {
         let provider_id = self.provider_hint(provider, base_url);
         for name in names.iter().skip(1) {
             if let Some((key, price)) = self.find_override(provider_id.as_deref(), name) {
-                return self.from_override(model.model, provider_id, key, price, None);
+                return self.overridden(model.model, provider_id, key, price, None);
             }
         }
 
         // 4. Unknown.
-        self.unknown(model.model, provider_id, &format!("no price is known for model {:?}", model.model))
+        self.unknown(
+            model.model,
+            provider_id,
+            &format!("no price is known for model {:?}", model.model),
+        )
     }
 
     /// The provider the caller identified, for records and errors about an unknown model.
     fn provider_hint(&self, provider: Option<&str>, base_url: Option<&str>) -> Option<String> {
-        let known = self.data.matcher.find_provider(provider, base_url).ok().flatten();
-        known.map(|info| info.id().to_owned()).or_else(|| provider.map(str::to_owned))
+        let known = self
+            .data
+            .matcher
+            .find_provider(provider, base_url)
+            .ok()
+            .flatten();
+        known
+            .map(|info| info.id().to_owned())
+            .or_else(|| provider.map(str::to_owned))
     }
 
     fn find_override(&self, provider: Option<&str>, model: &str) -> Option<(String, ModelPrice)> {
@@ -326,7 +371,7 @@ impl Pricer {
             .find_map(|key| self.overrides.get(&key).map(|price| (key, *price)))
     }
 
-    fn from_override(
+    fn overridden(
         &self,
         model_ref: &str,
         provider_id: Option<String>,
@@ -365,14 +410,17 @@ impl Pricer {
                 ),
             );
         }
-        static FALLBACK: LazyLock<Arc<ModelPrices>> = LazyLock::new(|| Arc::new(FALLBACK_PRICE.to_prices(None)));
+        static FALLBACK: LazyLock<Arc<ModelPrices>> =
+            LazyLock::new(|| Arc::new(FALLBACK_PRICE.to_prices(None)));
         ResolvedModel {
             model_ref: model_ref.to_owned(),
             provider_id,
             model_id: model_ref.to_owned(),
             known: false,
             source: PriceSource::Fallback,
-            max_output_tokens: MAX_OUTPUT.lookup([model_ref]).unwrap_or(DEFAULT_MAX_OUTPUT_TOKENS),
+            max_output_tokens: MAX_OUTPUT
+                .lookup([model_ref])
+                .unwrap_or(DEFAULT_MAX_OUTPUT_TOKENS),
             context_window: None,
             price_data_version: Arc::clone(&self.data.version),
             prices: Arc::clone(&FALLBACK),
@@ -390,7 +438,10 @@ impl Pricer {
 /// The cache key: the three parts, with `None` distinct from any string.
 fn cache_key(model: &ModelRef<'_>) -> String {
     let mut key = String::with_capacity(
-        model.model.len() + model.provider.map_or(1, str::len) + model.base_url.map_or(1, str::len) + 4,
+        model.model.len()
+            + model.provider.map_or(1, str::len)
+            + model.base_url.map_or(1, str::len)
+            + 4,
     );
     for part in [model.provider, model.base_url] {
         match part {
@@ -411,17 +462,21 @@ fn cache_key(model: &ModelRef<'_>) -> String {
 /// date (`-2024-08-06`, `-20240806`, `-0613`).
 fn candidate_names(model: &str) -> Vec<String> {
     let mut names = vec![model.to_owned()];
-    if let Some(rest) = model.get(..3).filter(|p| p.eq_ignore_ascii_case("ft:")).and(model.get(3..)) {
+    if let Some(rest) = model
+        .get(..3)
+        .filter(|p| p.eq_ignore_ascii_case("ft:"))
+        .and(model.get(3..))
+    {
         let base = rest.split(':').next().unwrap_or_default();
         if !base.is_empty() {
             names.push(base.to_owned());
         }
     }
     for index in 0..names.len() {
-        if let Some(undated) = strip_date_suffix(&names[index]) {
-            if !names.iter().any(|name| name == undated) {
-                names.push(undated.to_owned());
-            }
+        if let Some(undated) = strip_date_suffix(&names[index])
+            && !names.iter().any(|name| name == undated)
+        {
+            names.push(undated.to_owned());
         }
     }
     names
@@ -467,12 +522,22 @@ mod tests {
     #[test]
     fn candidate_names_strip_ft_and_dates() {
         assert_eq!(candidate_names("gpt-4o"), ["gpt-4o"]);
-        assert_eq!(candidate_names("gpt-4o-2099-01-31"), ["gpt-4o-2099-01-31", "gpt-4o"]);
-        assert_eq!(candidate_names("claude-x-20991231"), ["claude-x-20991231", "claude-x"]);
+        assert_eq!(
+            candidate_names("gpt-4o-2099-01-31"),
+            ["gpt-4o-2099-01-31", "gpt-4o"]
+        );
+        assert_eq!(
+            candidate_names("claude-x-20991231"),
+            ["claude-x-20991231", "claude-x"]
+        );
         assert_eq!(candidate_names("gpt-4-0613"), ["gpt-4-0613", "gpt-4"]);
         assert_eq!(
             candidate_names("ft:gpt-4.1-mini-2025-04-14:acme::abc123"),
-            ["ft:gpt-4.1-mini-2025-04-14:acme::abc123", "gpt-4.1-mini-2025-04-14", "gpt-4.1-mini"]
+            [
+                "ft:gpt-4.1-mini-2025-04-14:acme::abc123",
+                "gpt-4.1-mini-2025-04-14",
+                "gpt-4.1-mini"
+            ]
         );
         // Not dates: version numbers and sizes stay.
         assert_eq!(candidate_names("llama-3-70b"), ["llama-3-70b"]);

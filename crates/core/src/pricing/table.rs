@@ -40,7 +40,10 @@ pub(crate) struct Tier {
 impl Rate {
     /// A flat rate.
     pub(crate) fn flat(rate: u64) -> Self {
-        Self { base: rate, tiers: Box::new([]) }
+        Self {
+            base: rate,
+            tiers: Box::new([]),
+        }
     }
 
     /// The rate for a request with `input_tokens` input tokens in all: the highest tier whose
@@ -81,7 +84,11 @@ impl Constraint {
             Some(Self::StartDate(start)) => now_ms >= *start,
             Some(Self::TimeOfDay { start, end }) => {
                 let t = now_ms.rem_euclid(DAY_MS);
-                if end < start { t >= *start || t < *end } else { t >= *start && t < *end }
+                if end < start {
+                    t >= *start || t < *end
+                } else {
+                    t >= *start && t < *end
+                }
             }
         }
     }
@@ -138,7 +145,10 @@ impl ModelPrices {
     pub(crate) fn fixed(prices: PriceSet, context_window: Option<u64>) -> Self {
         Self {
             context_window,
-            standard: Box::new([Conditional { constraint: None, prices }]),
+            standard: Box::new([Conditional {
+                constraint: None,
+                prices,
+            }]),
             variants: Box::new([]),
             time_dependent: false,
         }
@@ -146,7 +156,11 @@ impl ModelPrices {
 
     /// The standard prices at `now_ms`, with the variants that match `context` applied on top
     /// (the first active matching variant wins for each unit, as in genai-prices).
-    pub(crate) fn prices_at<'a>(&'a self, now_ms: i64, context: Option<&VariantKeys<'_>>) -> PriceRefs<'a> {
+    pub(crate) fn prices_at<'a>(
+        &'a self,
+        now_ms: i64,
+        context: Option<&VariantKeys<'_>>,
+    ) -> PriceRefs<'a> {
         let standard = self
             .standard
             .iter()
@@ -163,7 +177,10 @@ impl ModelPrices {
         let mut overridden = [false; UNIT_COUNT];
         for variant in &self.variants {
             if !Constraint::is_active(variant.constraint.as_ref(), now_ms)
-                || !variant.when.iter().all(|(key, value)| context.get(key) == Some(value.as_str()))
+                || !variant
+                    .when
+                    .iter()
+                    .all(|(key, value)| context.get(key) == Some(value.as_str()))
             {
                 continue;
             }
@@ -188,7 +205,11 @@ impl ModelPrices {
                 .standard
                 .iter()
                 .filter_map(|price| price.constraint)
-                .chain(self.variants.iter().filter_map(|variant| variant.constraint));
+                .chain(
+                    self.variants
+                        .iter()
+                        .filter_map(|variant| variant.constraint),
+                );
             for constraint in constraints {
                 constraint.transitions(now_ms, until, &mut out);
             }
@@ -202,7 +223,8 @@ impl ModelPrices {
     /// audio hour or per page cannot be metered from token usage).
     pub(crate) fn meters_tokens(&self) -> bool {
         self.standard.iter().any(|price| {
-            price.prices[Unit::Input.index()].is_some() || price.prices[Unit::Output.index()].is_some()
+            price.prices[Unit::Input.index()].is_some()
+                || price.prices[Unit::Output.index()].is_some()
         })
     }
 }
@@ -252,8 +274,8 @@ impl PriceTable {
     /// # Errors
     /// [`Error::PriceData`] naming the provider, model and key at fault.
     pub fn from_json(json: &str) -> Result<Self> {
-        let value: Value =
-            serde_json::from_str(json).map_err(|e| Error::price_data(format!("not valid JSON: {e}")))?;
+        let value: Value = serde_json::from_str(json)
+            .map_err(|e| Error::price_data(format!("not valid JSON: {e}")))?;
         let Value::Array(items) = value else {
             return Err(Error::price_data("expected an array of providers"));
         };
@@ -272,11 +294,17 @@ impl PriceTable {
     pub(crate) fn find(&self, provider_id: &str, model_id: &str) -> Option<Found<'_>> {
         let provider = self.providers.get(provider_id)?;
         if let Some(prices) = provider.models.get(model_id) {
-            return Some(Found { prices, variants_apply: true });
+            return Some(Found {
+                prices,
+                variants_apply: true,
+            });
         }
         provider.fallbacks.iter().find_map(|fallback| {
             let prices = self.providers.get(fallback)?.models.get(model_id)?;
-            Some(Found { prices, variants_apply: false })
+            Some(Found {
+                prices,
+                variants_apply: false,
+            })
         })
     }
 
@@ -284,7 +312,10 @@ impl PriceTable {
     #[cfg(test)]
     pub(crate) fn models(&self) -> impl Iterator<Item = (&str, &str, &ModelPrices)> {
         self.providers.iter().flat_map(|(provider, entry)| {
-            entry.models.iter().map(move |(model, prices)| (provider.as_str(), model.as_str(), &**prices))
+            entry
+                .models
+                .iter()
+                .map(move |(model, prices)| (provider.as_str(), model.as_str(), &**prices))
         })
     }
 }
@@ -302,7 +333,11 @@ fn field<'a>(map: Option<&'a Map<String, Value>>, key: &str) -> Option<&'a Value
     map?.get(key).filter(|value| !value.is_null())
 }
 
-fn string_field<'a>(map: Option<&'a Map<String, Value>>, key: &str, what: &str) -> Result<Option<&'a str>> {
+fn string_field<'a>(
+    map: Option<&'a Map<String, Value>>,
+    key: &str,
+    what: &str,
+) -> Result<Option<&'a str>> {
     match field(map, key) {
         None => Ok(None),
         Some(Value::String(text)) => Ok(Some(text)),
@@ -310,7 +345,11 @@ fn string_field<'a>(map: Option<&'a Map<String, Value>>, key: &str, what: &str) 
     }
 }
 
-fn array_field<'a>(map: Option<&'a Map<String, Value>>, key: &str, what: &str) -> Result<&'a [Value]> {
+fn array_field<'a>(
+    map: Option<&'a Map<String, Value>>,
+    key: &str,
+    what: &str,
+) -> Result<&'a [Value]> {
     match field(map, key) {
         None => Ok(&[]),
         Some(Value::Array(items)) => Ok(items),
@@ -327,16 +366,18 @@ fn decode_provider(value: &Value) -> Result<(String, ProviderPrices)> {
     let fallbacks = array_field(map, "fallback_model_providers", &what)?
         .iter()
         .map(|item| {
-            item.as_str()
-                .map(str::to_owned)
-                .ok_or_else(|| Error::price_data(format!("{what}: fallback_model_providers must be strings")))
+            item.as_str().map(str::to_owned).ok_or_else(|| {
+                Error::price_data(format!("{what}: fallback_model_providers must be strings"))
+            })
         })
         .collect::<Result<Vec<_>>>()?;
     let mut models = HashMap::new();
     for item in array_field(map, "models", &what)? {
         let (model_id, prices) = decode_model(item, &what)?;
         if models.insert(model_id.clone(), Arc::new(prices)).is_some() {
-            return Err(Error::price_data(format!("{what}: duplicate model {model_id:?}")));
+            return Err(Error::price_data(format!(
+                "{what}: duplicate model {model_id:?}"
+            )));
         }
     }
     Ok((id.to_owned(), ProviderPrices { fallbacks, models }))
@@ -351,11 +392,16 @@ fn decode_model(value: &Value, provider: &str) -> Result<(String, ModelPrices)> 
     let context_window = match field(map, "context_window") {
         None => None,
         Some(value) => Some(value.as_u64().ok_or_else(|| {
-            Error::price_data(format!("{what}: context_window must be a non-negative integer"))
+            Error::price_data(format!(
+                "{what}: context_window must be a non-negative integer"
+            ))
         })?),
     };
     let standard: Box<[Conditional]> = match map.and_then(|map| map.get("prices")) {
-        None | Some(Value::Null) => Box::new([Conditional { constraint: None, prices: empty_set() }]),
+        None | Some(Value::Null) => Box::new([Conditional {
+            constraint: None,
+            prices: empty_set(),
+        }]),
         Some(Value::Array(items)) => {
             let conditional = items
                 .iter()
@@ -365,19 +411,31 @@ fn decode_model(value: &Value, provider: &str) -> Result<(String, ModelPrices)> 
                         None => None,
                         Some(constraint) => Some(decode_constraint(constraint, &what)?),
                     };
-                    let prices = field(entry, "prices")
-                        .ok_or_else(|| Error::price_data(format!("{what}: a conditional price has no prices")))?;
-                    Ok(Conditional { constraint, prices: decode_price_set(prices, &what)? })
+                    let prices = field(entry, "prices").ok_or_else(|| {
+                        Error::price_data(format!("{what}: a conditional price has no prices"))
+                    })?;
+                    Ok(Conditional {
+                        constraint,
+                        prices: decode_price_set(prices, &what)?,
+                    })
                 })
                 .collect::<Result<Box<[_]>>>()?;
-            if conditional.iter().filter(|price| price.constraint.is_none()).count() != 1 {
+            if conditional
+                .iter()
+                .filter(|price| price.constraint.is_none())
+                .count()
+                != 1
+            {
                 return Err(Error::price_data(format!(
                     "{what}: conditional prices need exactly one entry without a constraint"
                 )));
             }
             conditional
         }
-        Some(prices) => Box::new([Conditional { constraint: None, prices: decode_price_set(prices, &what)? }]),
+        Some(prices) => Box::new([Conditional {
+            constraint: None,
+            prices: decode_price_set(prices, &what)?,
+        }]),
     };
     let variants = array_field(map, "price_variants", &what)?
         .iter()
@@ -385,7 +443,15 @@ fn decode_model(value: &Value, provider: &str) -> Result<(String, ModelPrices)> 
         .collect::<Result<Box<[_]>>>()?;
     let time_dependent = standard.iter().any(|price| price.constraint.is_some())
         || variants.iter().any(|variant| variant.constraint.is_some());
-    Ok((id.to_owned(), ModelPrices { context_window, standard, variants, time_dependent }))
+    Ok((
+        id.to_owned(),
+        ModelPrices {
+            context_window,
+            standard,
+            variants,
+            time_dependent,
+        },
+    ))
 }
 
 fn decode_variant(value: &Value, what: &str) -> Result<Variant> {
@@ -396,21 +462,36 @@ fn decode_variant(value: &Value, what: &str) -> Result<Variant> {
             .iter()
             .map(|(key, value)| match value {
                 Value::String(text) => Ok((key.clone(), text.clone())),
-                _ => Err(Error::price_data(format!("{what}: `when` values must be strings"))),
+                _ => Err(Error::price_data(format!(
+                    "{what}: `when` values must be strings"
+                ))),
             })
             .collect::<Result<Box<[_]>>>()?,
-        _ => return Err(Error::price_data(format!("{what}: needs a non-empty `when` object"))),
+        _ => {
+            return Err(Error::price_data(format!(
+                "{what}: needs a non-empty `when` object"
+            )));
+        }
     };
-    let prices = field(map, "prices").ok_or_else(|| Error::price_data(format!("{what}: has no prices")))?;
-    let constraint = field(map, "constraint").map(|c| decode_constraint(c, &what)).transpose()?;
-    Ok(Variant { when, prices: decode_price_set(prices, &what)?, constraint })
+    let prices =
+        field(map, "prices").ok_or_else(|| Error::price_data(format!("{what}: has no prices")))?;
+    let constraint = field(map, "constraint")
+        .map(|c| decode_constraint(c, &what))
+        .transpose()?;
+    Ok(Variant {
+        when,
+        prices: decode_price_set(prices, &what)?,
+        constraint,
+    })
 }
 
 /// Decodes a price object. Keys for units Bursora does not meter (audio hours, pages, ...) are
 /// skipped: their usage is never reported through token usage.
 fn decode_price_set(value: &Value, what: &str) -> Result<PriceSet> {
     let Value::Object(map) = value else {
-        return Err(Error::price_data(format!("{what}: prices must be an object")));
+        return Err(Error::price_data(format!(
+            "{what}: prices must be an object"
+        )));
     };
     let mut set = empty_set();
     for (key, value) in map {
@@ -435,37 +516,57 @@ fn decode_rate(value: &Value, what: &str) -> Result<Rate> {
                 .get("base")
                 .ok_or_else(|| Error::price_data(format!("{what}: a tiered price needs `base`")))?;
             let Some(Value::Array(tiers)) = map.get("tiers") else {
-                return Err(Error::price_data(format!("{what}: a tiered price needs a `tiers` array")));
+                return Err(Error::price_data(format!(
+                    "{what}: a tiered price needs a `tiers` array"
+                )));
             };
             let mut tiers = tiers
                 .iter()
                 .map(|tier| {
                     let (Some(start), Some(price)) = (tier.get("start"), tier.get("price")) else {
-                        return Err(Error::price_data(format!("{what}: a tier needs `start` and `price`")));
+                        return Err(Error::price_data(format!(
+                            "{what}: a tier needs `start` and `price`"
+                        )));
                     };
                     let start = start.as_u64().ok_or_else(|| {
-                        Error::price_data(format!("{what}: a tier start must be a non-negative integer"))
+                        Error::price_data(format!(
+                            "{what}: a tier start must be a non-negative integer"
+                        ))
                     })?;
-                    Ok(Tier { start, rate: nanos_per_unit(price, what)? })
+                    Ok(Tier {
+                        start,
+                        rate: nanos_per_unit(price, what)?,
+                    })
                 })
                 .collect::<Result<Vec<_>>>()?;
             tiers.sort_by_key(|tier| tier.start);
-            Ok(Rate { base: nanos_per_unit(base, what)?, tiers: tiers.into_boxed_slice() })
+            Ok(Rate {
+                base: nanos_per_unit(base, what)?,
+                tiers: tiers.into_boxed_slice(),
+            })
         }
-        _ => Err(Error::price_data(format!("{what}: must be a number or a tiered price"))),
+        _ => Err(Error::price_data(format!(
+            "{what}: must be a number or a tiered price"
+        ))),
     }
 }
 
 /// A JSON number of USD as nano-USD, exactly (rounded up past the ninth decimal).
 fn nanos_per_unit(value: &Value, what: &str) -> Result<u64> {
     let Value::Number(number) = value else {
-        return Err(Error::price_data(format!("{what}: a price must be a number")));
+        return Err(Error::price_data(format!(
+            "{what}: a price must be a number"
+        )));
     };
     // Integers are read as written; floats through their shortest round-trip text.
     let text = match (number.as_u64(), number.as_f64()) {
         (Some(integer), _) => integer.to_string(),
         (None, Some(float)) if float.is_finite() => format!("{float}"),
-        _ => return Err(Error::price_data(format!("{what}: {number} is not a finite number"))),
+        _ => {
+            return Err(Error::price_data(format!(
+                "{what}: {number} is not a finite number"
+            )));
+        }
     };
     let nanos = Decimal::parse(&text)
         .and_then(|decimal| decimal.scaled_ceil(9))
@@ -485,7 +586,8 @@ fn decode_constraint(value: &Value, what: &str) -> Result<Constraint> {
             Ok(Constraint::StartDate(midnight.timestamp_millis()))
         }
         (None, Some(start), Some(end)) => Ok(Constraint::TimeOfDay {
-            start: parse_time_of_day(start).map_err(|e| Error::price_data(format!("{what}: {e}")))?,
+            start: parse_time_of_day(start)
+                .map_err(|e| Error::price_data(format!("{what}: {e}")))?,
             end: parse_time_of_day(end).map_err(|e| Error::price_data(format!("{what}: {e}")))?,
         }),
         _ => Err(Error::price_data(format!(
@@ -502,14 +604,20 @@ fn parse_time_of_day(text: &str) -> std::result::Result<i64, String> {
         (clock, 0)
     } else {
         let split = text.len().checked_sub(6).ok_or_else(bad)?;
-        let (clock, offset) = (text.get(..split).ok_or_else(bad)?, text.get(split..).ok_or_else(bad)?);
+        let (clock, offset) = (
+            text.get(..split).ok_or_else(bad)?,
+            text.get(split..).ok_or_else(bad)?,
+        );
         let sign = match offset.as_bytes().first() {
             Some(b'+') => 1,
             Some(b'-') => -1,
             _ => return Err(bad()),
         };
         let offset = chrono::NaiveTime::parse_from_str(&offset[1..], "%H:%M").map_err(|_| bad())?;
-        (clock, sign * i64::from(chrono::Timelike::num_seconds_from_midnight(&offset)) * 1000)
+        (
+            clock,
+            sign * i64::from(chrono::Timelike::num_seconds_from_midnight(&offset)) * 1000,
+        )
     };
     let time = chrono::NaiveTime::parse_from_str(clock, "%H:%M:%S%.f").map_err(|_| bad())?;
     let local_ms = i64::from(chrono::Timelike::num_seconds_from_midnight(&time)) * 1000
@@ -523,7 +631,8 @@ mod tests {
 
     #[test]
     fn prices_become_exact_nanos() {
-        let nanos = |json: &str| nanos_per_unit(&serde_json::from_str(json).unwrap(), "test").unwrap();
+        let nanos =
+            |json: &str| nanos_per_unit(&serde_json::from_str(json).unwrap(), "test").unwrap();
         assert_eq!(nanos("0.0375"), 37_500_000);
         assert_eq!(nanos("0.15"), 150_000_000);
         assert_eq!(nanos("2.5"), 2_500_000_000);
@@ -551,11 +660,17 @@ mod tests {
 
     #[test]
     fn time_of_day_windows_wrap() {
-        let day = Constraint::TimeOfDay { start: 1_800_000, end: 59_400_000 };
+        let day = Constraint::TimeOfDay {
+            start: 1_800_000,
+            end: 59_400_000,
+        };
         assert!(!Constraint::is_active(Some(&day), 0));
         assert!(Constraint::is_active(Some(&day), 1_800_000));
         assert!(!Constraint::is_active(Some(&day), 59_400_000));
-        let night = Constraint::TimeOfDay { start: 79_200_000, end: 3_600_000 };
+        let night = Constraint::TimeOfDay {
+            start: 79_200_000,
+            end: 3_600_000,
+        };
         assert!(Constraint::is_active(Some(&night), 0));
         assert!(Constraint::is_active(Some(&night), 80_000_000 + DAY_MS * 3));
         assert!(!Constraint::is_active(Some(&night), 3_600_000));
@@ -565,7 +680,19 @@ mod tests {
 
     #[test]
     fn tiers_pick_the_highest_start_below_the_input() {
-        let rate = Rate { base: 1, tiers: Box::new([Tier { start: 100, rate: 2 }, Tier { start: 200, rate: 3 }]) };
+        let rate = Rate {
+            base: 1,
+            tiers: Box::new([
+                Tier {
+                    start: 100,
+                    rate: 2,
+                },
+                Tier {
+                    start: 200,
+                    rate: 3,
+                },
+            ]),
+        };
         assert_eq!(rate.at(0), 1);
         assert_eq!(rate.at(100), 1);
         assert_eq!(rate.at(101), 2);

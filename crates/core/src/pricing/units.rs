@@ -65,35 +65,90 @@ struct UnitDef {
 }
 
 const DEFS: UnitMap<UnitDef> = [
-    UnitDef { price_key: "input_mtok", per: MTOK, dims: DIR_IN | TOKENS, media: false },
-    UnitDef { price_key: "cache_read_mtok", per: MTOK, dims: DIR_IN | TOKENS | CACHE_READ, media: false },
-    UnitDef { price_key: "cache_write_mtok", per: MTOK, dims: DIR_IN | TOKENS | CACHE_WRITE, media: false },
+    UnitDef {
+        price_key: "input_mtok",
+        per: MTOK,
+        dims: DIR_IN | TOKENS,
+        media: false,
+    },
+    UnitDef {
+        price_key: "cache_read_mtok",
+        per: MTOK,
+        dims: DIR_IN | TOKENS | CACHE_READ,
+        media: false,
+    },
+    UnitDef {
+        price_key: "cache_write_mtok",
+        per: MTOK,
+        dims: DIR_IN | TOKENS | CACHE_WRITE,
+        media: false,
+    },
     UnitDef {
         price_key: "cache_write_1h_mtok",
         per: MTOK,
         dims: DIR_IN | TOKENS | CACHE_WRITE | TTL_1H,
         media: false,
     },
-    UnitDef { price_key: "input_audio_mtok", per: MTOK, dims: DIR_IN | TOKENS | AUDIO, media: true },
+    UnitDef {
+        price_key: "input_audio_mtok",
+        per: MTOK,
+        dims: DIR_IN | TOKENS | AUDIO,
+        media: true,
+    },
     UnitDef {
         price_key: "cache_audio_read_mtok",
         per: MTOK,
         dims: DIR_IN | TOKENS | AUDIO | CACHE_READ,
         media: true,
     },
-    UnitDef { price_key: "input_image_mtok", per: MTOK, dims: DIR_IN | TOKENS | IMAGE, media: true },
+    UnitDef {
+        price_key: "input_image_mtok",
+        per: MTOK,
+        dims: DIR_IN | TOKENS | IMAGE,
+        media: true,
+    },
     UnitDef {
         price_key: "cache_image_read_mtok",
         per: MTOK,
         dims: DIR_IN | TOKENS | IMAGE | CACHE_READ,
         media: true,
     },
-    UnitDef { price_key: "output_mtok", per: MTOK, dims: DIR_OUT | TOKENS, media: false },
-    UnitDef { price_key: "output_reasoning_mtok", per: MTOK, dims: DIR_OUT | TOKENS | REASONING, media: false },
-    UnitDef { price_key: "output_audio_mtok", per: MTOK, dims: DIR_OUT | TOKENS | AUDIO, media: true },
-    UnitDef { price_key: "output_image_mtok", per: MTOK, dims: DIR_OUT | TOKENS | IMAGE, media: true },
-    UnitDef { price_key: "requests_kcount", per: KCOUNT, dims: REQUESTS, media: false },
-    UnitDef { price_key: "web_searches_kcount", per: KCOUNT, dims: WEB_SEARCH, media: false },
+    UnitDef {
+        price_key: "output_mtok",
+        per: MTOK,
+        dims: DIR_OUT | TOKENS,
+        media: false,
+    },
+    UnitDef {
+        price_key: "output_reasoning_mtok",
+        per: MTOK,
+        dims: DIR_OUT | TOKENS | REASONING,
+        media: false,
+    },
+    UnitDef {
+        price_key: "output_audio_mtok",
+        per: MTOK,
+        dims: DIR_OUT | TOKENS | AUDIO,
+        media: true,
+    },
+    UnitDef {
+        price_key: "output_image_mtok",
+        per: MTOK,
+        dims: DIR_OUT | TOKENS | IMAGE,
+        media: true,
+    },
+    UnitDef {
+        price_key: "requests_kcount",
+        per: KCOUNT,
+        dims: REQUESTS,
+        media: false,
+    },
+    UnitDef {
+        price_key: "web_searches_kcount",
+        per: KCOUNT,
+        dims: WEB_SEARCH,
+        media: false,
+    },
 ];
 
 const MTOK: u64 = 1_000_000;
@@ -130,7 +185,10 @@ impl Unit {
         let mut i = 1;
         while i < UNIT_COUNT {
             let mut j = i;
-            while j > 0 && DEFS[order[j - 1] as usize].dims.count_ones() < DEFS[order[j] as usize].dims.count_ones() {
+            while j > 0
+                && DEFS[order[j - 1] as usize].dims.count_ones()
+                    < DEFS[order[j] as usize].dims.count_ones()
+            {
                 let swap = order[j - 1];
                 order[j - 1] = order[j];
                 order[j] = swap;
@@ -208,7 +266,10 @@ mod tests {
         let order = Unit::DECOMPOSITION_ORDER;
         for (i, unit) in order.iter().enumerate() {
             for later in &order[i + 1..] {
-                assert!(!unit.is_ancestor_of(*later), "{unit:?} before its descendant {later:?}");
+                assert!(
+                    !unit.is_ancestor_of(*later),
+                    "{unit:?} before its descendant {later:?}"
+                );
             }
         }
         for unit in Unit::ALL {

@@ -69,29 +69,39 @@ impl TokenUsage {
             .get("usage")
             .filter(|usage| usage.is_object())
             .ok_or_else(|| Error::invalid("the response has no `usage` object to settle from"))?;
-        let service_tier = response.get("service_tier").and_then(Value::as_str).map(str::to_owned);
+        let service_tier = response
+            .get("service_tier")
+            .and_then(Value::as_str)
+            .map(str::to_owned);
         let read = |path: &[&str]| count(usage, path);
         let need = |path: &[&str]| {
-            read(path)?.ok_or_else(|| Error::invalid(format!("usage.{} is missing", path.join("."))))
+            read(path)?
+                .ok_or_else(|| Error::invalid(format!("usage.{} is missing", path.join("."))))
         };
         let tokens = match shape {
             UsageShape::Chat => Self {
                 input_tokens: need(&["prompt_tokens"])?,
-                cached_input_tokens: read(&["prompt_tokens_details", "cached_tokens"])?.unwrap_or(0),
-                cache_write_tokens: read(&["prompt_tokens_details", "cache_write_tokens"])?.unwrap_or(0),
+                cached_input_tokens: read(&["prompt_tokens_details", "cached_tokens"])?
+                    .unwrap_or(0),
+                cache_write_tokens: read(&["prompt_tokens_details", "cache_write_tokens"])?
+                    .unwrap_or(0),
                 input_audio_tokens: read(&["prompt_tokens_details", "audio_tokens"])?.unwrap_or(0),
                 input_image_tokens: read(&["prompt_tokens_details", "image_tokens"])?.unwrap_or(0),
                 output_tokens: need(&["completion_tokens"])?,
-                reasoning_tokens: read(&["completion_tokens_details", "reasoning_tokens"])?.unwrap_or(0),
-                output_audio_tokens: read(&["completion_tokens_details", "audio_tokens"])?.unwrap_or(0),
+                reasoning_tokens: read(&["completion_tokens_details", "reasoning_tokens"])?
+                    .unwrap_or(0),
+                output_audio_tokens: read(&["completion_tokens_details", "audio_tokens"])?
+                    .unwrap_or(0),
                 ..Self::default()
             },
             UsageShape::Responses => Self {
                 input_tokens: need(&["input_tokens"])?,
                 cached_input_tokens: read(&["input_tokens_details", "cached_tokens"])?.unwrap_or(0),
-                cache_write_tokens: read(&["input_tokens_details", "cache_write_tokens"])?.unwrap_or(0),
+                cache_write_tokens: read(&["input_tokens_details", "cache_write_tokens"])?
+                    .unwrap_or(0),
                 output_tokens: need(&["output_tokens"])?,
-                reasoning_tokens: read(&["output_tokens_details", "reasoning_tokens"])?.unwrap_or(0),
+                reasoning_tokens: read(&["output_tokens_details", "reasoning_tokens"])?
+                    .unwrap_or(0),
                 web_searches: web_search_calls(response),
                 ..Self::default()
             },
@@ -120,24 +130,126 @@ impl TokenUsage {
                 Ok(())
             }
         };
-        within(self.cached_input_tokens, "cached_input_tokens", self.input_tokens, "input_tokens")?;
-        within(self.cache_write_tokens, "cache_write_tokens", self.input_tokens, "input_tokens")?;
         within(
-            self.cached_input_tokens.saturating_add(self.cache_write_tokens),
+            self.cached_input_tokens,
+            "cached_input_tokens",
+            self.input_tokens,
+            "input_tokens",
+        )?;
+        within(
+            self.cache_write_tokens,
+            "cache_write_tokens",
+            self.input_tokens,
+            "input_tokens",
+        )?;
+        within(
+            self.cached_input_tokens
+                .saturating_add(self.cache_write_tokens),
             "cached_input_tokens + cache_write_tokens",
             self.input_tokens,
             "input_tokens",
         )?;
-        within(self.cache_write_1h_tokens, "cache_write_1h_tokens", self.cache_write_tokens, "cache_write_tokens")?;
-        within(self.input_audio_tokens, "input_audio_tokens", self.input_tokens, "input_tokens")?;
-        within(self.input_image_tokens, "input_image_tokens", self.input_tokens, "input_tokens")?;
-        within(self.cached_audio_tokens, "cached_audio_tokens", self.cached_input_tokens, "cached_input_tokens")?;
-        within(self.cached_audio_tokens, "cached_audio_tokens", self.input_audio_tokens, "input_audio_tokens")?;
-        within(self.cached_image_tokens, "cached_image_tokens", self.cached_input_tokens, "cached_input_tokens")?;
-        within(self.cached_image_tokens, "cached_image_tokens", self.input_image_tokens, "input_image_tokens")?;
-        within(self.reasoning_tokens, "reasoning_tokens", self.output_tokens, "output_tokens")?;
-        within(self.output_audio_tokens, "output_audio_tokens", self.output_tokens, "output_tokens")?;
-        within(self.output_image_tokens, "output_image_tokens", self.output_tokens, "output_tokens")?;
+        within(
+            self.cache_write_1h_tokens,
+            "cache_write_1h_tokens",
+            self.cache_write_tokens,
+            "cache_write_tokens",
+        )?;
+        within(
+            self.input_audio_tokens,
+            "input_audio_tokens",
+            self.input_tokens,
+            "input_tokens",
+        )?;
+        within(
+            self.input_image_tokens,
+            "input_image_tokens",
+            self.input_tokens,
+            "input_tokens",
+        )?;
+        within(
+            self.cached_audio_tokens,
+            "cached_audio_tokens",
+            self.cached_input_tokens,
+            "cached_input_tokens",
+        )?;
+        within(
+            self.cached_audio_tokens,
+            "cached_audio_tokens",
+            self.input_audio_tokens,
+            "input_audio_tokens",
+        )?;
+        within(
+            self.cached_image_tokens,
+            "cached_image_tokens",
+            self.cached_input_tokens,
+            "cached_input_tokens",
+        )?;
+        within(
+            self.cached_image_tokens,
+            "cached_image_tokens",
+            self.input_image_tokens,
+            "input_image_tokens",
+        )?;
+        // Cached and audio (or image) tokens overlap in the cached audio (image) tokens only.
+        within(
+            (self
+                .cached_input_tokens
+                .saturating_add(self.input_audio_tokens))
+            .saturating_sub(self.cached_audio_tokens),
+            "cached_input_tokens + input_audio_tokens - cached_audio_tokens",
+            self.input_tokens,
+            "input_tokens",
+        )?;
+        within(
+            (self
+                .cached_input_tokens
+                .saturating_add(self.input_image_tokens))
+            .saturating_sub(self.cached_image_tokens),
+            "cached_input_tokens + input_image_tokens - cached_image_tokens",
+            self.input_tokens,
+            "input_tokens",
+        )?;
+        within(
+            self.input_audio_tokens
+                .saturating_add(self.input_image_tokens),
+            "input_audio_tokens + input_image_tokens",
+            self.input_tokens,
+            "input_tokens",
+        )?;
+        within(
+            self.cached_audio_tokens
+                .saturating_add(self.cached_image_tokens),
+            "cached_audio_tokens + cached_image_tokens",
+            self.cached_input_tokens,
+            "cached_input_tokens",
+        )?;
+        within(
+            self.reasoning_tokens
+                .saturating_add(self.output_audio_tokens)
+                .saturating_add(self.output_image_tokens),
+            "reasoning_tokens + output_audio_tokens + output_image_tokens",
+            self.output_tokens,
+            "output_tokens",
+        )?;
+        within(
+            self.reasoning_tokens,
+            "reasoning_tokens",
+            self.output_tokens,
+            "output_tokens",
+        )?;
+        within(
+            self.output_audio_tokens,
+            "output_audio_tokens",
+            self.output_tokens,
+            "output_tokens",
+        )?;
+        within(
+            self.output_image_tokens,
+            "output_image_tokens",
+            self.output_tokens,
+            "output_tokens",
+        )?;
         Ok(())
     }
 
@@ -172,15 +284,23 @@ fn count(usage: &Value, path: &[&str]) -> Result<Option<u64>> {
         }
     }
     value.as_u64().map(Some).ok_or_else(|| {
-        Error::invalid(format!("usage.{} must be a non-negative integer, got {value}", path.join(".")))
+        Error::invalid(format!(
+            "usage.{} must be a non-negative integer, got {value}",
+            path.join(".")
+        ))
     })
 }
 
 fn web_search_calls(response: &Value) -> u64 {
-    response.get("output").and_then(Value::as_array).map_or(0, |items| {
-        let calls = items.iter().filter(|item| item.get("type").and_then(Value::as_str) == Some("web_search_call"));
-        u64::try_from(calls.count()).unwrap_or(u64::MAX)
-    })
+    response
+        .get("output")
+        .and_then(Value::as_array)
+        .map_or(0, |items| {
+            let calls = items
+                .iter()
+                .filter(|item| item.get("type").and_then(Value::as_str) == Some("web_search_call"));
+            u64::try_from(calls.count()).unwrap_or(u64::MAX)
+        })
 }
 
 #[cfg(test)]
@@ -249,9 +369,21 @@ mod tests {
         let response = json!({"object": "list", "usage": {"prompt_tokens": 8, "total_tokens": 8}});
         let (usage, tier) = TokenUsage::from_openai(UsageShape::Embeddings, &response).unwrap();
         assert_eq!(tier, None);
-        assert_eq!(usage, TokenUsage { input_tokens: 8, ..TokenUsage::default() });
+        assert_eq!(
+            usage,
+            TokenUsage {
+                input_tokens: 8,
+                ..TokenUsage::default()
+            }
+        );
         let only_total = json!({"usage": {"total_tokens": 9}});
-        assert_eq!(TokenUsage::from_openai(UsageShape::Embeddings, &only_total).unwrap().0.input_tokens, 9);
+        assert_eq!(
+            TokenUsage::from_openai(UsageShape::Embeddings, &only_total)
+                .unwrap()
+                .0
+                .input_tokens,
+            9
+        );
     }
 
     #[test]
@@ -271,11 +403,43 @@ mod tests {
 
     #[test]
     fn validates_nesting() {
-        let ok = TokenUsage { input_tokens: 10, cached_input_tokens: 10, output_tokens: 5, ..TokenUsage::default() };
+        let ok = TokenUsage {
+            input_tokens: 10,
+            cached_input_tokens: 10,
+            output_tokens: 5,
+            ..TokenUsage::default()
+        };
         assert!(ok.validate().is_ok());
-        let bad = TokenUsage { input_tokens: 10, cached_input_tokens: 11, ..TokenUsage::default() };
-        assert!(bad.validate().unwrap_err().to_string().contains("cached_input_tokens (11)"));
-        let bad = TokenUsage { output_tokens: 1, reasoning_tokens: 2, ..TokenUsage::default() };
+        let bad = TokenUsage {
+            input_tokens: 10,
+            cached_input_tokens: 11,
+            ..TokenUsage::default()
+        };
+        assert!(
+            bad.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("cached_input_tokens (11)")
+        );
+        let bad = TokenUsage {
+            output_tokens: 1,
+            reasoning_tokens: 2,
+            ..TokenUsage::default()
+        };
         assert!(bad.validate().is_err());
+        // All input cached, but only part of the audio input: contradictory.
+        let bad = TokenUsage {
+            input_tokens: 10,
+            cached_input_tokens: 10,
+            input_audio_tokens: 4,
+            cached_audio_tokens: 2,
+            ..TokenUsage::default()
+        };
+        assert!(bad.validate().is_err());
+        let ok = TokenUsage {
+            cached_audio_tokens: 4,
+            ..bad
+        };
+        assert!(ok.validate().is_ok());
     }
 }
