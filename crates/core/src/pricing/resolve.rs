@@ -203,9 +203,19 @@ impl Pricer {
         self.data.version()
     }
 
-    /// The prices for a model: an override, else the table (provider by explicit id, then base
-    /// URL, then model name; model exact, then as a dated snapshot or `ft:` base), else the
-    /// unknown-model policy. Cached per (provider, base URL, model).
+    /// The prices for a model, in this order:
+    ///
+    /// 1. an override for the name as given (`provider/model`, then `model`);
+    /// 2. the table, through genai-prices' matching: the provider named by the explicit id (or
+    ///    alias), else the one whose API pattern matches the base URL, else the one whose model
+    ///    pattern matches the name. Each is tried with the name as given, then its `ft:` base,
+    ///    then without a trailing snapshot date; a provider that lacks the model falls through to
+    ///    the next way of choosing one (a gateway at its own URL serving `gpt-4o` is priced as
+    ///    OpenAI's). An override keyed by the matched model id still wins;
+    /// 3. an override for the `ft:` base or undated name;
+    /// 4. the unknown-model policy.
+    ///
+    /// Cached per (provider, base URL, model): a cached call is a read lock and a hash lookup.
     ///
     /// # Errors
     /// [`Error::InvalidInput`] for an empty model name; [`Error::UnknownModel`] for an unknown
@@ -429,7 +439,12 @@ impl Pricer {
     }
 
     fn warn_once(&self, code: &'static str, model: &str, message: String) {
-        if self.warned.lock().insert((code, model.to_lowercase())) {
+        let mut warned = self.warned.lock();
+        if warned.len() >= CACHE_CAPACITY {
+            // Bounded like the cache: past this many distinct models, warnings may repeat.
+            warned.clear();
+        }
+        if warned.insert((code, model.to_lowercase())) {
             self.sink.warn(Warning { code, message });
         }
     }
