@@ -13,7 +13,7 @@ cd "$root"
 
 # The manifest path of the genai-prices package that this workspace actually resolves to, from
 # cargo's own resolution (this also downloads the crate into the registry if it is missing).
-manifest="$(cargo metadata --format-version 1 --locked 2>/dev/null | python3 -c '
+manifest="$(cargo metadata --format-version 1 --locked | python3 -c '
 import json, sys
 meta = json.load(sys.stdin)
 found = [p for p in meta["packages"] if p["name"] == "genai-prices"]

@@ -927,3 +927,55 @@ fn cached_resolution_is_fast() {
         "cached resolve took {per_call:?}"
     );
 }
+
+#[test]
+fn one_rounding_at_the_end() {
+    // deepseek-v4-flash before 2026-08-17: $0.14 in, $0.0028 cached (2.8 nano-USD a token).
+    let model = pricer()
+        .resolve(&ModelRef::new("deepseek-v4-flash").with_provider("deepseek"))
+        .unwrap();
+    let when = at("2026-08-01T12:00:00Z");
+    let ctx = PriceContext::default();
+    // 999 × 140 + 1 × 2.8 = 139,862.8 → 139,863.
+    assert_eq!(
+        model.cost(&usage(1_000, 1, 0), &ctx, when).unwrap(),
+        nanos(139_863)
+    );
+    // 997 × 140 + 3 × 2.8 = 139,588.4 → 139,589 (rounding each part up would give 139,589 too,
+    // but 5 cached: 995 × 140 + 14 = 139,314 exactly, where per-part rounding would not matter;
+    // 7 cached: 993 × 140 + 19.6 = 139,039.6 → 139,040).
+    assert_eq!(
+        model.cost(&usage(1_000, 3, 0), &ctx, when).unwrap(),
+        nanos(139_589)
+    );
+    assert_eq!(
+        model.cost(&usage(1_000, 5, 0), &ctx, when).unwrap(),
+        nanos(139_314)
+    );
+    assert_eq!(
+        model.cost(&usage(1_000, 7, 0), &ctx, when).unwrap(),
+        nanos(139_040)
+    );
+    // From 2026-09-10, peak hours (01:00–04:00 and 06:00–10:00 UTC) cost $0.30 in, off-peak
+    // $0.15: 1,000 × 300 = 300,000 and 1,000 × 150 = 150,000.
+    assert_eq!(
+        model
+            .cost(&usage(1_000, 0, 0), &ctx, at("2026-11-02T02:00:00Z"))
+            .unwrap(),
+        nanos(300_000)
+    );
+    assert_eq!(
+        model
+            .cost(&usage(1_000, 0, 0), &ctx, at("2026-11-02T12:00:00Z"))
+            .unwrap(),
+        nanos(150_000)
+    );
+}
+
+#[test]
+fn shared_across_threads() {
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<Pricer>();
+    assert_send_sync::<ResolvedModel>();
+    assert_send_sync::<PriceData>();
+}
