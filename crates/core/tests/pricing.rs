@@ -941,9 +941,8 @@ fn one_rounding_at_the_end() {
         model.cost(&usage(1_000, 1, 0), &ctx, when).unwrap(),
         nanos(139_863)
     );
-    // 997 × 140 + 3 × 2.8 = 139,588.4 → 139,589 (rounding each part up would give 139,589 too,
-    // but 5 cached: 995 × 140 + 14 = 139,314 exactly, where per-part rounding would not matter;
-    // 7 cached: 993 × 140 + 19.6 = 139,039.6 → 139,040).
+    // 997 × 140 + 3 × 2.8 = 139,588.4 → 139,589; 995 × 140 + 5 × 2.8 = 139,314 exactly;
+    // 993 × 140 + 7 × 2.8 = 139,039.6 → 139,040.
     assert_eq!(
         model.cost(&usage(1_000, 3, 0), &ctx, when).unwrap(),
         nanos(139_589)
