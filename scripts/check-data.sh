@@ -2,6 +2,4 @@
 # Fails when the committed price data is not the data of the pinned genai-prices crate.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-if [ -x scripts/update-prices.sh ] || [ -f scripts/update-prices.sh ]; then
-  bash scripts/update-prices.sh --check
-fi
+bash scripts/update-prices.sh --check

@@ -33,6 +33,15 @@ fi
 python3 -c 'import json, sys; json.load(open(sys.argv[1]))' "$source_file"
 
 dest_dir="crates/core/data"
+if [[ "${1:-}" == "--check" ]]; then
+    if cmp -s "$source_file" "$dest_dir/genai-prices.json" \
+        && [[ "$(cat "$dest_dir/genai-prices.version")" == "genai-prices $version" ]]; then
+        echo "price data matches genai-prices $version"
+        exit 0
+    fi
+    echo "error: crates/core/data/genai-prices.json is not the data of the pinned genai-prices $version; run scripts/update-prices.sh" >&2
+    exit 1
+fi
 mkdir -p "$dest_dir"
 cp "$source_file" "$dest_dir/genai-prices.json"
 printf 'genai-prices %s\n' "$version" > "$dest_dir/genai-prices.version"

@@ -127,7 +127,7 @@ fn reserve_settle_refund_and_idempotency() {
         // Settling again changes nothing and reports the first settlement.
         let again = l.settle(&r.id, n(999)).unwrap();
         assert_eq!((again.actual, again.applied), (n(250), false), "{}", s.name);
-        assert_eq!(l.release(&r.id).unwrap().applied, false);
+        assert!(!l.release(&r.id).unwrap().applied);
         assert_eq!(status_of(l, "daily", None), (250, 0, 0), "{}", s.name);
         // Now 500 fits.
         let r2 = l.reserve(&req(&c, 500)).unwrap();

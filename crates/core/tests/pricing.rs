@@ -909,23 +909,15 @@ fn max_output_within_is_the_largest_that_fits() {
 }
 
 #[test]
-fn cached_resolution_is_fast() {
+fn resolution_is_cached() {
+    // The hot path must not re-run genai-prices matching (tens of µs): a second resolve returns
+    // the very same resolved model. Speed itself is measured in bench/, not here.
     let pricer = pricer();
     let model = ModelRef::new("gpt-4o-mini").with_base_url(OPENAI);
     let first = pricer.resolve(&model).unwrap();
-    let rounds = 20_000u32;
-    let start = std::time::Instant::now();
-    for _ in 0..rounds {
-        let again = pricer.resolve(&model).unwrap();
-        assert!(Arc::ptr_eq(&first, &again));
+    for _ in 0..3 {
+        assert!(Arc::ptr_eq(&first, &pricer.resolve(&model).unwrap()));
     }
-    let per_call = start.elapsed() / rounds;
-    // Well under 1 µs in release builds; generous here so unoptimised test builds pass. This
-    // catches a cache miss on the hot path (genai-prices matching takes tens of µs).
-    assert!(
-        per_call < std::time::Duration::from_micros(10),
-        "cached resolve took {per_call:?}"
-    );
 }
 
 #[test]

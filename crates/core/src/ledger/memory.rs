@@ -1,7 +1,7 @@
 //! The in-process ledger: one mutex over plain maps. A reservation is a handful of hash lookups
 //! under the lock, so contention stays short even with many threads.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
@@ -19,6 +19,9 @@ use crate::money::NanoUsd;
 
 /// How often, at most, a reserve sweeps expired reservations and stale counters.
 const SWEEP_EVERY_MS: i64 = 1_000;
+/// How long an ended reservation is remembered (duplicate settlements arrive within seconds;
+/// an hour is ample and keeps a busy process's memory bounded).
+const KEEP_ENDED_MS: i64 = 3_600_000;
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 struct CounterKey {
@@ -52,6 +55,8 @@ struct State {
     counters: HashMap<CounterKey, Counter>,
     reservations: HashMap<String, Held>,
     expiry: BTreeSet<(i64, String)>,
+    /// Ended reservations in the order they ended, for forgetting them later.
+    ended: VecDeque<(i64, String)>,
     next_sweep_ms: i64,
 }
 
@@ -102,13 +107,24 @@ impl State {
             let Some((_, id)) = self.expiry.pop_first() else {
                 break;
             };
-            if let Some(held) = self.reservations.get_mut(&id) {
-                if held.ended.is_none() {
-                    let math = SettleMath::settle(held.amount, held.amount);
-                    apply(&mut self.counters, &held.counters, math);
-                    held.ended = Some((Outcome::Expired, held.amount));
-                    expired += 1;
-                }
+            if let Some(held) = self.reservations.get_mut(&id)
+                && held.ended.is_none()
+            {
+                let math = SettleMath::settle(held.amount, held.amount);
+                apply(&mut self.counters, &held.counters, math);
+                held.ended = Some((Outcome::Expired, held.amount));
+                self.ended.push_back((now_ms, id));
+                expired += 1;
+            }
+        }
+        // Ended reservations are remembered for a while so a duplicate settle is recognised,
+        // then forgotten so memory stays bounded.
+        while let Some((at, _)) = self.ended.front() {
+            if *at > now_ms.saturating_sub(KEEP_ENDED_MS) {
+                break;
+            }
+            if let Some((_, id)) = self.ended.pop_front() {
+                self.reservations.remove(&id);
             }
         }
         // Windows that ended with nothing held are history; the in-memory ledger keeps only
@@ -119,7 +135,7 @@ impl State {
         expired
     }
 
-    fn end(&mut self, id: &str, actual: Option<NanoUsd>) -> Result<Settlement> {
+    fn end(&mut self, id: &str, actual: Option<NanoUsd>, now_ms: i64) -> Result<Settlement> {
         let held = self
             .reservations
             .get_mut(id)
@@ -134,6 +150,7 @@ impl State {
                 apply(&mut self.counters, &held.counters, math);
                 if held.ended.is_none() {
                     self.expiry.remove(&(held.expires_at_ms, id.to_owned()));
+                    self.ended.push_back((now_ms, id.to_owned()));
                 }
                 held.ended = Some((outcome, actual));
                 Ok(SettleMath::report(held.amount, actual, outcome, true))
@@ -259,18 +276,21 @@ impl Ledger for MemoryLedger {
     }
 
     fn settle(&self, id: &str, actual: NanoUsd) -> Result<Settlement> {
-        self.state.lock().end(id, Some(actual))
+        let now = self.clock.now_ms();
+        self.state.lock().end(id, Some(actual), now)
     }
 
     fn release(&self, id: &str) -> Result<Settlement> {
-        self.state.lock().end(id, None)
+        let now = self.clock.now_ms();
+        self.state.lock().end(id, None, now)
     }
 
     fn settle_batch(&self, items: &[(&str, Option<NanoUsd>)]) -> Result<Vec<Result<Settlement>>> {
+        let now = self.clock.now_ms();
         let mut st = self.state.lock();
         Ok(items
             .iter()
-            .map(|(id, actual)| st.end(id, *actual))
+            .map(|(id, actual)| st.end(id, *actual, now))
             .collect())
     }
 
