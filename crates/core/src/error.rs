@@ -42,6 +42,12 @@ pub enum Error {
         /// What failed, and what to check.
         message: String,
     },
+    /// The SDK's options are wrong (`BursoraConfigError`).
+    #[error("{message}")]
+    Config {
+        /// What is wrong and how to fix it.
+        message: String,
+    },
     /// A reservation id that this ledger never issued.
     #[error("unknown reservation {id:?}: it was never issued by this ledger")]
     UnknownReservation {
@@ -61,11 +67,18 @@ impl Error {
             Self::PriceData { .. } => "price_data",
             Self::Storage { .. } => "storage",
             Self::UnknownReservation { .. } => "unknown_reservation",
+            Self::Config { .. } => "config",
         }
     }
 
     pub(crate) fn invalid(message: impl Into<String>) -> Self {
         Self::InvalidInput {
+            message: message.into(),
+        }
+    }
+
+    pub(crate) fn config(message: impl Into<String>) -> Self {
+        Self::Config {
             message: message.into(),
         }
     }

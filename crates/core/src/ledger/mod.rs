@@ -555,10 +555,21 @@ impl IdGen {
 pub(crate) fn ttl(ttl_ms: Option<i64>) -> Result<i64> {
     match ttl_ms {
         None => Ok(DEFAULT_TTL_MS),
-        Some(t) if t > 0 && t <= 7 * 24 * 3_600_000 => Ok(t),
-        Some(t) => Err(Error::invalid(format!(
-            "reservation TTL {t} ms is out of range: use 1 ms to 7 days"
-        ))),
+        Some(t) => validate_ttl(t),
+    }
+}
+
+/// Checks a reservation TTL: 1 ms to 7 days.
+///
+/// # Errors
+/// [`Error::InvalidInput`] outside that range.
+pub fn validate_ttl(ttl_ms: i64) -> Result<i64> {
+    if ttl_ms > 0 && ttl_ms <= 7 * 24 * 3_600_000 {
+        Ok(ttl_ms)
+    } else {
+        Err(Error::invalid(format!(
+            "reservation TTL {ttl_ms} ms is out of range: use 1 ms to 7 days"
+        )))
     }
 }
 
