@@ -24,21 +24,47 @@ pub(crate) const PART_SEAM: u64 = 1;
 /// cookbook counts 1; parallel calls are wrapped with a recipient per call, hence more.
 pub(crate) const TOOL_CALL_OVERHEAD: u64 = 4;
 
-/// Function tools are rendered as a TypeScript-like namespace:
-/// `# Tools\n\n## functions\n\nnamespace functions {\n\n… } // namespace functions`. The
-/// cookbook's published counting (`num_tokens_for_tools`) charges 12 once, 7 per function, 3 per
-/// property list and 3 per property on top of the `name:description` / `key:type:description`
-/// texts; the constants below are at least those, and at least the rendering's punctuation,
-/// which `tests/estimate.rs` checks against a rendering of every tool in the corpus.
+/// Function tools are shown to the model as a TypeScript-like namespace:
+///
+/// ```text
+/// # Tools
+///
+/// ## functions
+///
+/// namespace functions {
+///
+/// // {description}
+/// type {name} = (_: {
+/// // {property description}
+/// {key}?: "a" | "b",
+/// }) => any;
+///
+/// } // namespace functions
+/// ```
+///
+/// Each constant below is the larger of two costs, measured with `o200k_base` on that
+/// rendering (`tests/estimate.rs` renders every tool of its corpus and checks the bound) and
+/// charged by the cookbook's `num_tokens_for_tools`, which was fitted to billed usage: 12 once,
+/// 7 per function, 3 per property list, 3 per property, on top of the texts
+/// `{name}:{description}` and `{key}:{type}:{description}`.
+///
+/// Once per request with function tools: the header and the namespace (rendering 13, cookbook 12).
 pub(crate) const TOOLS_PREAMBLE: u64 = 13;
-/// `// {description}\ntype {name} = (_: {` … `}) => any;\n\n`
+/// Per function, besides its name and description: `type … = (_: {` … `}) => any;` and the
+/// description's `//` line (rendering 8 + description line 2; cookbook 7 + 1 for the `:`).
 pub(crate) const FUNCTION_OVERHEAD: u64 = 8;
-/// `// {description}\n` around a description.
-pub(crate) const DESCRIPTION_OVERHEAD: u64 = 2;
-/// `{key}?: …,\n` of one property.
-pub(crate) const PROPERTY_OVERHEAD: u64 = 3;
-/// `"value" | ` of one enum member, quotes included.
-pub(crate) const ENUM_MEMBER_OVERHEAD: u64 = 3;
+/// `{\n` … `}` of a property list (cookbook: 3 per list).
+pub(crate) const PROPERTIES_OVERHEAD: u64 = 3;
+/// Per property, besides its key, type and description, at the top level: `?: ,\n` and its
+/// description's `//` line (rendering 2 + 2; cookbook 3 + 2 for the `:`s). One more per level of
+/// nesting, for the indentation.
+pub(crate) const PROPERTY_OVERHEAD: u64 = 4;
+/// Per enum member besides its quoted JSON text: the ` |` (rendering 1 + quotes; cookbook 3).
+pub(crate) const ENUM_MEMBER_OVERHEAD: u64 = 1;
+/// Keywords without TypeScript syntax become trailing comments, ` // {keyword}: {json}` as in
+/// the `openai-harmony` renderer's `// default: …` (rendering 3 besides keyword and value; the
+/// cookbook ignores them).
+pub(crate) const KEYWORD_OVERHEAD: u64 = 3;
 /// A structured-output schema: `# Response Formats\n\n## {name}\n\n{schema}` and delimiters.
 pub(crate) const RESPONSE_FORMAT_OVERHEAD: u64 = 10;
 
@@ -121,73 +147,57 @@ impl Tally {
     pub fn file(&mut self, file_data: Option<&str>, filename: Option<&str>) {
         self.unbounded_context = true;
         self.file_tokens += file_data.map_or(0, media::file_tokens);
-        self.text += filename.map_or(0, |f| self.count(f)) + DESCRIPTION_OVERHEAD;
+        // The file name is shown to the model with the file.
+        self.text += filename.map_or(0, |f| self.count(f)) + 2;
     }
 
-    /// Adds an arbitrary JSON value as if rendered as compact JSON; see [`Self::json_tokens`].
+    /// Adds an arbitrary JSON value as its compact JSON text; see [`Self::json_tokens`].
     pub fn json(&mut self, value: &Value) -> Result<()> {
         self.text += self.json_tokens(value, 0)?;
         Ok(())
     }
 
-    /// Tokens of `value`'s compact JSON text, bounded from above without serializing it: every
-    /// string's own tokens plus its quotes and escapes, every key likewise with its colon and
-    /// comma, every number one token per character, and brackets. BPE merges across this
-    /// punctuation only ever lower the true count.
+    /// Tokens of `value`'s compact JSON text, counted exactly. Used for what has no known
+    /// rendering (structured-output schemas, hosted tools, unknown parts and items): whatever
+    /// the model is shown of it is at most what JSON spells out. These values are small next to
+    /// the messages, so serializing them costs little.
     pub fn json_tokens(&self, value: &Value, depth: usize) -> Result<u64> {
-        check_depth(depth)?;
-        Ok(match value {
-            Value::Null | Value::Bool(_) => 1,
-            Value::Number(n) => number_chars(n),
-            Value::String(s) => self.json_string_tokens(s),
-            Value::Array(items) => {
-                let mut sum = 2;
-                for item in items {
-                    sum += 1 + self.json_tokens(item, depth + 1)?;
-                }
-                sum
-            }
-            Value::Object(map) => {
-                let mut sum = 2;
-                for (key, item) in map {
-                    sum += self.json_string_tokens(key) + 2 + self.json_tokens(item, depth + 1)?;
-                }
-                sum
-            }
-        })
+        if let Value::String(s) = value {
+            // The common case (enum members), without serializing: quotes and escapes cost at
+            // most a token each beyond the text's own.
+            let escapes = s
+                .bytes()
+                .filter(|&b| b == b'"' || b == b'\\' || b < 0x20)
+                .count();
+            return Ok(self.count(s) + 2 + 2 * escapes as u64);
+        }
+        check_nesting(value, depth)?;
+        let text = serde_json::to_string(value)
+            .map_err(|e| Error::invalid(format!("request body cannot be serialized: {e}")))?;
+        Ok(self.count(&text))
     }
 
-    fn json_string_tokens(&self, s: &str) -> u64 {
-        // An escape (`\"`, `\n`, `\u0001`) adds a backslash token and may split the next token.
-        let escapes = s
-            .bytes()
-            .filter(|&b| b == b'"' || b == b'\\' || b < 0x20)
-            .count() as u64;
-        self.count(s) + 2 + 2 * escapes
-    }
-
-    /// Adds one function tool: the cookbook's per-function cost, upper-bounded.
+    /// Adds one function tool (see [`FUNCTION_OVERHEAD`] and its neighbours).
     pub fn function_tool(
         &mut self,
         name: Option<&str>,
         description: Option<&str>,
         parameters: Option<&Value>,
     ) -> Result<()> {
-        let mut sum = FUNCTION_OVERHEAD + name.map_or(0, |n| self.count(n));
-        sum += description.map_or(0, |d| self.count(d) + DESCRIPTION_OVERHEAD);
+        let mut sum = FUNCTION_OVERHEAD;
+        sum += name.map_or(0, |n| self.count(n)) + description.map_or(0, |d| self.count(d));
         if let Some(parameters) = parameters {
-            sum += self.schema_tokens(parameters, 0)?;
+            sum += self.schema_tokens(parameters, 0, 0)?;
         }
         self.text += sum;
         Ok(())
     }
 
-    /// Upper bound of a JSON schema as OpenAI renders it for the model (TypeScript-like types
-    /// with comments). Keywords the rendering is known to spell more briefly than JSON (`type`,
-    /// `properties`, `enum`, `items`, unions, `description`) are counted as rendered, plus margin;
-    /// every other keyword is counted as its JSON plus a comment's delimiters, which covers
-    /// spelling it as `// key: value`.
-    pub fn schema_tokens(&self, schema: &Value, depth: usize) -> Result<u64> {
+    /// Upper bound of a JSON schema as rendered for the model, `level` being how deep in
+    /// property lists it sits. What the rendering spells more briefly than JSON (`type`,
+    /// `properties`, `enum`, `items`, unions, `description`) is counted as rendered; any other
+    /// keyword as its JSON in a comment.
+    fn schema_tokens(&self, schema: &Value, depth: usize, level: u64) -> Result<u64> {
         check_depth(depth)?;
         let Value::Object(map) = schema else {
             return self.json_tokens(schema, depth);
@@ -195,16 +205,31 @@ impl Tally {
         let mut sum = 0;
         for (key, value) in map {
             sum += match (key.as_str(), value) {
+                // An object with properties is rendered as its braces, counted with them.
+                ("type", Value::String(t)) if t == "object" && map.contains_key("properties") => 0,
                 ("type", Value::String(t)) => self.count(t),
+                // A union: `string | null`.
                 ("type", Value::Array(types)) => {
                     let mut s = 0;
                     for t in types {
-                        s += 1 + self.json_tokens(t, depth + 1)?;
+                        s += 1 + match t {
+                            Value::String(t) => self.count(t),
+                            other => self.json_tokens(other, depth + 1)?,
+                        };
                     }
                     s
                 }
-                ("description", Value::String(d)) => self.count(d) + DESCRIPTION_OVERHEAD,
-                ("properties", Value::Object(props)) => self.properties_tokens(props, depth)?,
+                ("description", Value::String(d)) => self.count(d),
+                ("properties", Value::Object(props)) => {
+                    let mut s = PROPERTIES_OVERHEAD;
+                    for (key, prop) in props {
+                        s += PROPERTY_OVERHEAD
+                            + level
+                            + self.count(key)
+                            + self.schema_tokens(prop, depth + 1, level + 1)?;
+                    }
+                    s
+                }
                 ("enum", Value::Array(members)) => {
                     let mut s = 0;
                     for m in members {
@@ -212,58 +237,47 @@ impl Tally {
                     }
                     s
                 }
-                ("items" | "additionalProperties" | "not", Value::Object(_)) => {
-                    2 + self.schema_tokens(value, depth + 1)?
+                // `T[]`.
+                ("items", Value::Object(_)) => 1 + self.schema_tokens(value, depth + 1, level)?,
+                // `{[key: string]: T}`, `not T`.
+                ("additionalProperties" | "not", Value::Object(_)) => {
+                    3 + self.schema_tokens(value, depth + 1, level)?
                 }
                 ("anyOf" | "oneOf" | "allOf" | "prefixItems", Value::Array(branches)) => {
                     let mut s = 0;
                     for b in branches {
-                        s += 2 + self.schema_tokens(b, depth + 1)?;
+                        s += 2 + self.schema_tokens(b, depth + 1, level)?;
                     }
                     s
                 }
+                // Named types: `type {name} = {schema};`.
                 ("$defs" | "definitions", Value::Object(defs)) => {
                     let mut s = 0;
                     for (name, def) in defs {
                         s += FUNCTION_OVERHEAD
                             + self.count(name)
-                            + self.schema_tokens(def, depth + 1)?;
+                            + self.schema_tokens(def, depth + 1, level)?;
                     }
                     s
                 }
-                // Rendered as `?` on the other properties and `{}` braces, both in the overheads.
+                // Rendered as `?` on optional properties and as braces, both in the overheads.
                 ("required", Value::Array(_))
                 | ("additionalProperties" | "strict", Value::Bool(_)) => 0,
-                _ => {
-                    self.count(key)
-                        + DESCRIPTION_OVERHEAD
-                        + 1
-                        + self.json_tokens(value, depth + 1)?
-                }
+                _ => self.count(key) + KEYWORD_OVERHEAD + self.json_tokens(value, depth + 1)?,
             };
-        }
-        Ok(sum)
-    }
-
-    fn properties_tokens(&self, props: &Map<String, Value>, depth: usize) -> Result<u64> {
-        // `{\n` … `}` around the list.
-        let mut sum = 3;
-        for (key, prop) in props {
-            sum += PROPERTY_OVERHEAD + self.count(key) + self.schema_tokens(prop, depth + 1)?;
         }
         Ok(sum)
     }
 }
 
-/// Characters of a number's JSON text (each at most one token).
-fn number_chars(n: &serde_json::Number) -> u64 {
-    if let Some(u) = n.as_u64() {
-        u64::from(u.checked_ilog10().unwrap_or(0)) + 1
-    } else if let Some(i) = n.as_i64() {
-        u64::from(i.unsigned_abs().checked_ilog10().unwrap_or(0)) + 2
-    } else {
-        // The longest shortest-round-trip f64 text, e.g. `-1.2345678901234567e-308`.
-        24
+/// Refuses values nested deeper than [`MAX_DEPTH`] before anything recursive (including
+/// `serde_json`'s serializer) walks them.
+fn check_nesting(value: &Value, depth: usize) -> Result<()> {
+    check_depth(depth)?;
+    match value {
+        Value::Array(items) => items.iter().try_for_each(|v| check_nesting(v, depth + 1)),
+        Value::Object(map) => map.values().try_for_each(|v| check_nesting(v, depth + 1)),
+        _ => Ok(()),
     }
 }
 
