@@ -1,10 +1,421 @@
-//! N-API glue for `@bursora/sdk`: converts types and errors, holds no logic of its own.
+//! N-API glue for `@bursora/sdk`: converts types and errors between JS and `bursora-core`, and
+//! holds no logic of its own. Every export catches panics (`catch_unwind`), so a bug in the core
+//! surfaces as a JS error with code `internal`, never as a crashed host process.
+//!
+//! Errors thrown to JS carry the core's stable code in `error.code` (`config`, `invalid_input`,
+//! `storage`, ...). Expected refusals (`budget_exceeded`, `unknown_model`) are not thrown here:
+//! they come back as a value from [`NativeGuard::admit`], which keeps the refusal path of a
+//! runaway loop as cheap as the admission path.
 
+use std::sync::Arc;
+
+use bursora_core::Error as CoreError;
+use bursora_core::budget::Tags;
+use bursora_core::estimate::{Endpoint, count_tokens as core_count_tokens, encoding_for_model};
+use bursora_core::guard::{CallEnding, Guard, GuardOptions};
+use bursora_core::ledger::BudgetStatus;
+use bursora_core::warn::Warning;
+use bursora_core::window::format_utc;
+use napi::bindgen_prelude::*;
 use napi_derive::napi;
 
-/// The version of the native core.
+fn js_error(e: &CoreError) -> napi::Error<String> {
+    napi::Error::new(e.code().to_owned(), e.to_string())
+}
+
+fn parse_json(text: &str, what: &str) -> Result<serde_json::Value, String> {
+    serde_json::from_str(text).map_err(|e| {
+        napi::Error::new(
+            "invalid_input".to_owned(),
+            format!("{what} is not valid JSON: {e}"),
+        )
+    })
+}
+
+/// A validated, merged set of tags, prepared once per `withTags()` scope so that a call passes
+/// one handle instead of an object.
 #[napi]
+pub struct NativeTags {
+    inner: Arc<Tags>,
+}
+
+#[napi]
+impl NativeTags {
+    /// Validates `tagsJson` (an object of string values, SPEC §1) and lays it over `parent`
+    /// (inner wins). Throws with `code: "invalid_input"` and a message naming the bad tag.
+    #[napi(factory, catch_unwind)]
+    pub fn create(parent: Option<&NativeTags>, tags_json: String) -> Result<NativeTags, String> {
+        let value = parse_json(&tags_json, "tags")?;
+        let serde_json::Value::Object(map) = value else {
+            return Err(napi::Error::new(
+                "invalid_input".to_owned(),
+                "tags must be an object of string values, e.g. { tenant_id: \"acme\" }".to_owned(),
+            ));
+        };
+        let mut pairs = Vec::with_capacity(map.len());
+        for (k, v) in map {
+            match v {
+                serde_json::Value::String(s) => pairs.push((k, s)),
+                other => {
+                    return Err(napi::Error::new(
+                        "invalid_input".to_owned(),
+                        format!("tag {k:?} must be a string, not {other}"),
+                    ));
+                }
+            }
+        }
+        let own = Tags::new(pairs).map_err(|e| js_error(&e))?;
+        let inner = match parent {
+            Some(p) => p.inner.merged(&own).map_err(|e| js_error(&e))?,
+            None => own,
+        };
+        Ok(NativeTags {
+            inner: Arc::new(inner),
+        })
+    }
+
+    /// The tags as a plain object.
+    #[napi(catch_unwind)]
+    pub fn entries(&self) -> std::collections::HashMap<String, String> {
+        self.inner
+            .iter()
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect()
+    }
+}
+
+/// A budget that refused a call.
+#[napi(object)]
+pub struct NativeRefusedBudget {
+    pub id: String,
+    pub name: String,
+    pub key: Option<String>,
+    pub window: String,
+    pub limit_usd: f64,
+    pub spent_usd: f64,
+    pub reserved_usd: f64,
+    /// ISO 8601 UTC; absent for `total` budgets.
+    pub resets_at: Option<String>,
+}
+
+/// Why a call was refused before dispatch.
+#[napi(object)]
+pub struct NativeRefusal {
+    /// `budget_exceeded` or `unknown_model`.
+    pub code: String,
+    pub message: String,
+    pub model: String,
+    pub estimated_usd: Option<f64>,
+    pub budget: Option<NativeRefusedBudget>,
+}
+
+/// A warning raised by the core (the JS layer shows each code once).
+#[napi(object)]
+pub struct NativeWarning {
+    pub code: String,
+    pub message: String,
+}
+
+/// The outcome of [`NativeGuard::admit`].
+#[napi(object)]
+pub struct NativeAdmission {
+    /// True when the call may go out; `id` then names its reservation.
+    pub ok: bool,
+    pub id: Option<String>,
+    pub reserved_usd: Option<f64>,
+    pub estimated_usd: Option<f64>,
+    /// `fit` reserved less than the estimate: cap the call to `maxOutputTokens` per choice.
+    pub capped: Option<bool>,
+    pub max_output_tokens: Option<f64>,
+    pub input_tokens: Option<f64>,
+    pub refusal: Option<NativeRefusal>,
+    pub warnings: Option<Vec<NativeWarning>>,
+}
+
+/// One budget's counter in its current window.
+#[napi(object)]
+pub struct NativeBudgetStatus {
+    pub id: String,
+    pub name: String,
+    pub window: String,
+    pub mode: String,
+    pub r#match: std::collections::HashMap<String, String>,
+    /// `key=value` of a template counter.
+    pub key: Option<String>,
+    pub limit_usd: f64,
+    pub spent_usd: f64,
+    pub reserved_usd: f64,
+    pub overrun_usd: f64,
+    /// Exact figures in nano-USD (integers, exact below 2^53).
+    pub spent_nanos: f64,
+    pub reserved_nanos: f64,
+    /// ISO 8601 UTC; absent for `total` budgets.
+    pub resets_at: Option<String>,
+}
+
+#[allow(clippy::cast_precision_loss)]
+fn status_to_js(s: BudgetStatus) -> NativeBudgetStatus {
+    let spec = &s.budget.spec;
+    NativeBudgetStatus {
+        id: s.budget.id.to_string(),
+        name: spec.name.clone(),
+        window: spec.window.as_str().to_owned(),
+        mode: spec.mode.as_str().to_owned(),
+        r#match: spec.selector.to_pairs().into_iter().collect(),
+        key: s.key,
+        limit_usd: spec.limit.to_usd_f64(),
+        spent_usd: s.spent.to_usd_f64(),
+        reserved_usd: s.reserved.to_usd_f64(),
+        overrun_usd: s.overrun.to_usd_f64(),
+        spent_nanos: s.spent.nanos() as f64,
+        reserved_nanos: s.reserved.nanos() as f64,
+        resets_at: s.resets_at_ms.map(format_utc),
+    }
+}
+
+fn warnings_to_js(w: Vec<Warning>) -> Vec<NativeWarning> {
+    w.into_iter()
+        .map(|w| NativeWarning {
+            code: w.code.to_owned(),
+            message: w.message,
+        })
+        .collect()
+}
+
+fn endpoint(code: u32) -> Result<Endpoint, String> {
+    match code {
+        0 => Ok(Endpoint::ChatCompletions),
+        1 => Ok(Endpoint::Responses),
+        2 => Ok(Endpoint::Embeddings),
+        other => Err(napi::Error::new(
+            "invalid_input".to_owned(),
+            format!("unknown endpoint {other}: 0 chat.completions, 1 responses, 2 embeddings"),
+        )),
+    }
+}
+
+/// One guard: budgets, prices and a ledger (in memory or a SQLite file), with its background
+/// reporter.
+#[napi]
+pub struct NativeGuard {
+    inner: Arc<Guard>,
+}
+
+#[napi]
+impl NativeGuard {
+    /// Builds a guard from embedded-mode options (JSON). Throws with `code` `config`,
+    /// `invalid_input` or `storage`.
+    #[napi(constructor, catch_unwind)]
+    pub fn new(options_json: String) -> Result<Self, String> {
+        let options = GuardOptions::from_json(&options_json).map_err(|e| js_error(&e))?;
+        let guard = Guard::new(&options).map_err(|e| js_error(&e))?;
+        Ok(Self {
+            inner: Arc::new(guard),
+        })
+    }
+
+    /// Estimates, prices and reserves one call before dispatch. `endpoint`: 0 chat
+    /// completions, 1 responses, 2 embeddings. A refusal comes back as `{ ok: false, refusal }`.
+    #[napi(catch_unwind)]
+    #[allow(clippy::cast_precision_loss)]
+    pub fn admit(
+        &self,
+        endpoint_code: u32,
+        body_json: String,
+        tags: Option<&NativeTags>,
+        provider: Option<String>,
+        base_url: Option<String>,
+    ) -> Result<NativeAdmission, String> {
+        let body = parse_json(&body_json, "the request body")?;
+        let empty = Tags::default();
+        let tags = tags.map_or(&empty, |t| &*t.inner);
+        let result = self.inner.admit(
+            endpoint(endpoint_code)?,
+            &body,
+            tags,
+            provider.as_deref(),
+            base_url.as_deref(),
+        );
+        let warnings = self
+            .inner
+            .has_warnings()
+            .then(|| warnings_to_js(self.inner.take_warnings()));
+        let model = || {
+            body.get("model")
+                .and_then(|m| m.as_str())
+                .unwrap_or_default()
+                .to_owned()
+        };
+        match result {
+            Ok(a) => Ok(NativeAdmission {
+                ok: true,
+                id: Some(a.id),
+                reserved_usd: Some(a.reserved.to_usd_f64()),
+                estimated_usd: Some(a.estimated.to_usd_f64()),
+                capped: Some(a.capped),
+                max_output_tokens: a.max_output_tokens.map(|m| m.min(1 << 53) as f64),
+                input_tokens: Some(a.input_tokens as f64),
+                refusal: None,
+                warnings,
+            }),
+            Err(CoreError::BudgetExceeded(x)) => Ok(NativeAdmission {
+                ok: false,
+                refusal: Some(NativeRefusal {
+                    code: "budget_exceeded".to_owned(),
+                    message: x.to_string(),
+                    model: model(),
+                    estimated_usd: Some(x.requested.to_usd_f64()),
+                    budget: Some(NativeRefusedBudget {
+                        id: x.id.to_string(),
+                        name: x.name.clone(),
+                        key: x.key.clone(),
+                        window: x.window.as_str().to_owned(),
+                        limit_usd: x.limit.to_usd_f64(),
+                        spent_usd: x.spent.to_usd_f64(),
+                        reserved_usd: x.reserved.to_usd_f64(),
+                        resets_at: x.resets_at_ms.map(format_utc),
+                    }),
+                }),
+                warnings,
+                ..refused()
+            }),
+            Err(e @ CoreError::UnknownModel { .. }) => Ok(NativeAdmission {
+                ok: false,
+                refusal: Some(NativeRefusal {
+                    code: e.code().to_owned(),
+                    message: e.to_string(),
+                    model: model(),
+                    estimated_usd: None,
+                    budget: None,
+                }),
+                warnings,
+                ..refused()
+            }),
+            Err(e) => Err(js_error(&e)),
+        }
+    }
+
+    /// The call returned: settle from `{ usage, service_tier, output }` (JSON). Returns at once.
+    #[napi(catch_unwind)]
+    pub fn finish_response(&self, id: String, response_json: String) {
+        match serde_json::from_str::<serde_json::Value>(&response_json) {
+            Ok(v) => self.inner.finish(&id, CallEnding::Response(&v)),
+            Err(_) => self.inner.finish(&id, CallEnding::Unknown),
+        }
+    }
+
+    /// A stream ended early with `outputText` seen: settle input plus those tokens.
+    #[napi(catch_unwind)]
+    pub fn finish_partial(&self, id: String, output_text: String) {
+        self.inner.finish(&id, CallEnding::Partial(&output_text));
+    }
+
+    /// The provider refused before generating: release the reservation.
+    #[napi(catch_unwind)]
+    pub fn finish_failed(&self, id: String) {
+        self.inner.finish(&id, CallEnding::Failed);
+    }
+
+    /// No response at all: settle at the reservation.
+    #[napi(catch_unwind)]
+    pub fn finish_unknown(&self, id: String) {
+        self.inner.finish(&id, CallEnding::Unknown);
+    }
+
+    /// Renews a live stream's reservation for another TTL; false if it already ended.
+    #[napi(catch_unwind)]
+    pub fn keep_alive(&self, id: String) -> Result<bool, String> {
+        self.inner.keep_alive(&id).map_err(|e| js_error(&e))
+    }
+
+    /// Every budget's current window, after applying pending settlements.
+    #[napi(catch_unwind)]
+    pub fn spend(&self) -> Result<Vec<NativeBudgetStatus>, String> {
+        let rows = self.inner.spend().map_err(|e| js_error(&e))?;
+        Ok(rows.into_iter().map(status_to_js).collect())
+    }
+
+    /// Resolves once every settlement handed over so far is applied.
+    #[napi(catch_unwind)]
+    pub fn flush(&self) -> AsyncTask<Drain> {
+        AsyncTask::new(Drain {
+            guard: self.inner.clone(),
+            stop: false,
+        })
+    }
+
+    /// Flushes, then stops the background reporter.
+    #[napi(catch_unwind)]
+    pub fn shutdown(&self) -> AsyncTask<Drain> {
+        AsyncTask::new(Drain {
+            guard: self.inner.clone(),
+            stop: true,
+        })
+    }
+
+    /// Takes the warnings raised since the last call.
+    #[napi(catch_unwind)]
+    pub fn take_warnings(&self) -> Vec<NativeWarning> {
+        warnings_to_js(self.inner.take_warnings())
+    }
+}
+
+fn refused() -> NativeAdmission {
+    NativeAdmission {
+        ok: false,
+        id: None,
+        reserved_usd: None,
+        estimated_usd: None,
+        capped: None,
+        max_output_tokens: None,
+        input_tokens: None,
+        refusal: None,
+        warnings: None,
+    }
+}
+
+/// Waits for the reporter on libuv's thread pool, never on the JS thread.
+pub struct Drain {
+    guard: Arc<Guard>,
+    stop: bool,
+}
+
+impl Task for Drain {
+    type Output = ();
+    type JsValue = ();
+
+    fn compute(&mut self) -> napi::Result<()> {
+        let guard = self.guard.clone();
+        let stop = self.stop;
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
+            if stop {
+                guard.shutdown()
+            } else {
+                guard.flush()
+            }
+        }))
+        .map_err(|_| napi::Error::from_reason("internal error while flushing (a bug in bursora)"))
+    }
+
+    fn resolve(&mut self, _env: Env, (): ()) -> napi::Result<()> {
+        Ok(())
+    }
+}
+
+/// Counts `text` in tokens with the tokenizer of `model` (for cutting streams under `fit`).
+#[napi(catch_unwind)]
+#[allow(clippy::cast_precision_loss)]
+pub fn count_tokens(model: String, text: String) -> f64 {
+    core_count_tokens(encoding_for_model(&model), &text) as f64
+}
+
+/// The version of the native core and of the price data it uses.
+#[napi(catch_unwind)]
 #[must_use]
 pub fn core_version() -> String {
-    env!("CARGO_PKG_VERSION").to_owned()
+    format!(
+        "{} ({})",
+        env!("CARGO_PKG_VERSION"),
+        bursora_core::pricing::PRICE_DATA_VERSION
+    )
 }

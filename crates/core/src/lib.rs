@@ -7,6 +7,8 @@
 //! - [`window`]: UTC calendar windows.
 //! - [`budget`]: budget specs, tag selectors and templates.
 //! - [`ledger`]: the atomic reservation ledger (in memory or in a SQLite file).
+//! - [`guard`]: the reservation protocol end to end (estimate → price → reserve; settle).
+//! - [`reporter`]: the background thread that settles off the caller's path.
 //! - [`clock`]: the injectable clock every time-dependent decision reads.
 //! - [`warn`]: the sink for warnings (the library never prints).
 
@@ -14,9 +16,11 @@ pub mod budget;
 pub mod clock;
 pub mod error;
 pub mod estimate;
+pub mod guard;
 pub mod ledger;
 pub mod money;
 pub mod pricing;
+pub mod reporter;
 pub mod warn;
 pub mod window;
 
