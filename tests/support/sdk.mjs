@@ -73,14 +73,15 @@ export async function settled(bursora, name, value, timeoutMs = 3000) {
     await bursora.flush();
     const entries = await bursora.spend();
     const e = findEntry(entries, name, value);
-    if (e.reservedUsd === 0 || Date.now() > deadline) return e;
+    if (e.spentNanos !== undefined) assert.equal(toNanos(e.spentUsd), e.spentNanos, 'spentUsd disagrees with spentNanos');
+    if (reservedNanos(e) === 0 || Date.now() > deadline) return e;
     await new Promise((r) => setTimeout(r, 20));
   }
 }
 
-/** Spent nano-USD of an entry. */
-export const spentNanos = (e) => toNanos(e.spentUsd);
-export const reservedNanos = (e) => toNanos(e.reservedUsd);
+/** Spent / reserved nano-USD of an entry (the exact integer field when the entry has one). */
+export const spentNanos = (e) => e.spentNanos ?? toNanos(e.spentUsd);
+export const reservedNanos = (e) => e.reservedNanos ?? toNanos(e.reservedUsd);
 
 /** Rejection value of a promise (fails if it resolves). */
 export async function rejectionOf(promiseOrFn) {
