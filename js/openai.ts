@@ -1,0 +1,560 @@
+// Metering of the official `openai` client (v5–v7).
+//
+// How it hooks in, and why (see STYLE.md, "wrap without changing what the user holds"):
+// - `create` is replaced by an own property on the client's resource instances
+//   (`client.chat.completions`, `client.responses`, `client.embeddings`) that calls the prototype
+//   method bound to the real resource, so the client keeps its identity, `instanceof`, and its
+//   private fields. Only `create` is patched: `parse`, `stream`, `runTools` (v6 and v7) call
+//   `this._client.<resource>.create`, so they are metered once, through it.
+// - The caller gets the very APIPromise `create` returned (`withResponse()`, `asResponse()`,
+//   `_thenUnwrap()` keep working). Accounting hangs on it without consuming it:
+//   * its `parseResponse` (an instance field every parse path goes through, including promises
+//     derived by `_thenUnwrap`) is wrapped to see the parsed result or the `Stream`;
+//   * a side chain on `responsePromise` sees HTTP errors, and the raw `Response` of calls that
+//     are never parsed (only `.asResponse()`, or nobody awaited them): their body is read from a
+//     `clone()` made before the caller can touch it.
+// - A `Stream` is observed by replacing its `iterator` field, the one source that
+//   `[Symbol.asyncIterator]`, `tee()` and `toReadableStream()` all read, so `controller` and
+//   those helpers behave as before.
+
+import type * as Api from "../index.js";
+import { BudgetCutoffError, BursoraConfigError } from "./errors.js";
+import { callTags, makeDefaults, type TagDefaults } from "./context.js";
+import type { Guard } from "./guard.js";
+import { Endpoint, native, type NativeAdmission, type NativeGuard, type NativeTags } from "./internal/native.js";
+
+/** The parts of an OpenAI client we rely on. */
+interface OpenAILike {
+  baseURL: string;
+  chat: { completions: Resource };
+  responses?: Resource;
+  embeddings?: Resource;
+  withOptions?: (...args: unknown[]) => unknown;
+}
+
+interface Resource {
+  create(body: unknown, options?: unknown): unknown;
+}
+
+/** What a wrapped client is metered by; replaced in place when the client is wrapped again. */
+interface ClientMeter {
+  guard: Guard;
+  defaults: TagDefaults | null;
+}
+
+type Body = Record<string, unknown>;
+
+/** The parts of openai's APIPromise we hook (identical in v5, v6 and v7). */
+interface APIPromiseLike extends Promise<unknown> {
+  responsePromise: Promise<{ response: Response }>;
+  parseResponse: (client: unknown, props: { response: Response }) => unknown;
+  parsedPromise?: Promise<unknown>;
+  _thenUnwrap: (transform: (value: unknown, props: unknown) => unknown) => unknown;
+  [CALL]?: Call;
+}
+
+/** The parts of openai's Stream we hook. */
+interface StreamLike {
+  iterator: () => AsyncIterator<unknown>;
+  controller: AbortController;
+}
+
+const METER = Symbol.for("bursora.sdk.meter");
+const CALL = Symbol("bursora.call");
+
+/** Renew a live stream's reservation after half the default 10-minute TTL. */
+const KEEP_ALIVE_MS = 5 * 60_000;
+
+export function isOpenAIClient(client: unknown): client is OpenAILike {
+  const c = client as Partial<OpenAILike> | null;
+  return (
+    typeof c === "object" &&
+    c !== null &&
+    typeof c.baseURL === "string" &&
+    typeof c.chat?.completions?.create === "function"
+  );
+}
+
+export function unsupportedClient(client: unknown): BursoraConfigError {
+  const what =
+    client === null ? "null"
+    : typeof client === "object" ? (client.constructor?.name ?? "an object")
+    : typeof client;
+  return new BursoraConfigError(
+    `wrap() got ${what}, which Bursora cannot meter. Supported: clients of the official \`openai\` ` +
+      `package v5–v7 (new OpenAI(), new AzureOpenAI(), or any client with chat.completions.create ` +
+      `and baseURL).`,
+  );
+}
+
+/**
+ * Meters `client` with `guard`. `tags` are the client's own defaults, laid over the guard's.
+ * Idempotent: a client wrapped again keeps its patches and switches to the new guard and tags.
+ */
+export function wrapOpenAI<T extends OpenAILike>(client: T, guard: Guard, tags: Api.Tags | undefined): T {
+  const defaults = tags === undefined ? guard.defaults : makeDefaults(guard.defaults, tags, "wrap(client, { tags })");
+  return attach(client, guard, defaults);
+}
+
+function attach<T extends OpenAILike>(client: T, guard: Guard, defaults: TagDefaults | null): T {
+  const existing = (client as { [METER]?: ClientMeter })[METER];
+  if (existing !== undefined) {
+    existing.guard = guard;
+    existing.defaults = defaults;
+    return client;
+  }
+  const meter: ClientMeter = { guard, defaults };
+  Object.defineProperty(client, METER, { value: meter, configurable: true });
+  patchCreate(client, client.chat.completions, Endpoint.ChatCompletions, meter);
+  if (typeof client.responses?.create === "function") patchCreate(client, client.responses, Endpoint.Responses, meter);
+  if (typeof client.embeddings?.create === "function") patchCreate(client, client.embeddings, Endpoint.Embeddings, meter);
+  // `withOptions()` builds a fresh client: meter it like the one it came from.
+  const withOptions = client.withOptions;
+  if (typeof withOptions === "function") {
+    Object.defineProperty(client, "withOptions", {
+      value: function withOptionsMetered(this: unknown, ...args: unknown[]): unknown {
+        const derived = withOptions.apply(this, args);
+        return isOpenAIClient(derived) ? attach(derived, meter.guard, meter.defaults) : derived;
+      },
+      writable: true,
+      configurable: true,
+    });
+  }
+  return client;
+}
+
+function patchCreate(client: OpenAILike, resource: Resource, endpoint: Endpoint, meter: ClientMeter): void {
+  const create = resource.create;
+  Object.defineProperty(resource, "create", {
+    value: function create_(body: unknown, options?: unknown): unknown {
+      return meteredCall(client, resource, create, endpoint, meter, body, options);
+    },
+    writable: true,
+    configurable: true,
+  });
+}
+
+function meteredCall(
+  client: OpenAILike,
+  resource: Resource,
+  create: Resource["create"],
+  endpoint: Endpoint,
+  meter: ClientMeter,
+  body: unknown,
+  options: unknown,
+): unknown {
+  // Anything we cannot read as a request body goes through untouched: openai reports it.
+  if (body === null || typeof body !== "object") return create.call(resource, body, options);
+  const request = body as Body;
+  const guard = meter.guard;
+  let json: string;
+  try {
+    json = JSON.stringify(request);
+  } catch {
+    return create.call(resource, body, options); // e.g. a cycle: openai will fail to send it too
+  }
+  let tags: NativeTags | null;
+  let admission: NativeAdmission | null;
+  try {
+    tags = callTags(meter.defaults);
+    admission = guard.admit(endpoint, json, tags, client.baseURL);
+  } catch (err) {
+    return refused(err); // the provider sees nothing
+  }
+  if (admission === null) return create.call(resource, body, options); // ledger down, fail-open
+
+  const stream = request.stream === true;
+  const call = new Call(guard, admission, endpoint, request, tags, stream);
+  let sent = request;
+  if (stream && endpoint === Endpoint.ChatCompletions) {
+    // Ask for the usage chunk (SPEC §2.3) without losing the caller's other stream options.
+    const streamOptions = request.stream_options as Body | null | undefined;
+    if (streamOptions?.include_usage !== true) {
+      sent = { ...request, stream_options: { ...streamOptions, include_usage: true } };
+      call.hideUsageChunk = true;
+    }
+  } else if (admission.capped === true && !stream && typeof admission.maxOutputTokens === "number") {
+    sent = capped(endpoint, request, admission.maxOutputTokens);
+  }
+
+  let result: unknown;
+  try {
+    result = create.call(resource, sent, options);
+  } catch (err) {
+    call.failed(); // thrown before anything was sent
+    throw err;
+  }
+  hook(result, call);
+  return result;
+}
+
+/**
+ * A refused call, shaped like openai's APIPromise: it rejects like any failed call would, and
+ * its helper methods (`withResponse()`, `asResponse()`, `parse()`, `_thenUnwrap()` used by the
+ * `.parse()`/`.stream()` helpers) reject with the same error instead of failing with a TypeError.
+ */
+function refused(err: unknown): Promise<never> {
+  const promise = Promise.reject(err) as Promise<never> & Record<string, () => Promise<never>>;
+  const same = (): Promise<never> => promise;
+  promise.withResponse = same;
+  promise.asResponse = same;
+  promise.parse = same;
+  promise._thenUnwrap = same;
+  return promise;
+}
+
+/** Lowers the request's max output tokens to `max` (never raises them). Copies, never mutates. */
+function capped(endpoint: Endpoint, body: Body, max: number): Body {
+  if (endpoint === Endpoint.Responses) {
+    const current = body.max_output_tokens;
+    return typeof current === "number" && current <= max ? body : { ...body, max_output_tokens: max };
+  }
+  if (endpoint !== Endpoint.ChatCompletions) return body;
+  // Keep the caller's field: older models and compatible servers only know `max_tokens`.
+  if (typeof body.max_tokens === "number" && body.max_completion_tokens == null) {
+    return body.max_tokens <= max ? body : { ...body, max_tokens: max };
+  }
+  const current = body.max_completion_tokens;
+  return typeof current === "number" && current <= max ? body : { ...body, max_completion_tokens: max };
+}
+
+function isAPIPromise(value: unknown): value is APIPromiseLike {
+  if (!(value instanceof Promise)) return false;
+  const p = value as Partial<APIPromiseLike>;
+  return typeof p.parseResponse === "function" && p.responsePromise instanceof Promise;
+}
+
+function hook(result: unknown, call: Call): void {
+  if (isAPIPromise(result)) {
+    result[CALL] = call;
+    call.original = result.parseResponse;
+    result.parseResponse = parseResponseMetered;
+    if (typeof result._thenUnwrap === "function") {
+      call.thenUnwrap = result._thenUnwrap;
+      result._thenUnwrap = thenUnwrapMetered;
+    }
+    result.responsePromise.then(
+      (props) => call.responded(result, props.response),
+      (err: unknown) => call.rejected(err),
+    );
+  } else if (result instanceof Promise) {
+    // Not an openai APIPromise (a mock, a custom fetch wrapper): observe a side chain.
+    result.then(
+      (value: unknown) => call.parsed(value),
+      (err: unknown) => call.rejected(err),
+    );
+  } else {
+    call.unknown();
+  }
+}
+
+/**
+ * Installed as `_thenUnwrap` on hooked APIPromises. openai v7 gives each promise its own
+ * `_thenUnwrap` that parses without going through `this.parseResponse` (used by the `.parse()`
+ * and `.stream()` helpers), so the derived promise's transform is where we see the result.
+ */
+function thenUnwrapMetered(
+  this: APIPromiseLike,
+  transform: (value: unknown, props: unknown) => unknown,
+): unknown {
+  const call = this[CALL]!;
+  call.unwrapped = true;
+  return call.thenUnwrap!.call(this, (value: unknown, props: unknown) => transform(call.parsed(value), props));
+}
+
+/** Installed as `parseResponse` on hooked APIPromises; shared, so hooking allocates nothing. */
+function parseResponseMetered(this: APIPromiseLike, client: unknown, props: { response: Response }): unknown {
+  const call = this[CALL]!;
+  let out: unknown;
+  try {
+    out = call.original!.call(this, client, props);
+  } catch (err) {
+    call.unknown();
+    throw err;
+  }
+  if (out instanceof Promise) {
+    return out.then(
+      (value: unknown) => call.parsed(value),
+      (err: unknown) => {
+        call.unknown();
+        throw err;
+      },
+    );
+  }
+  return call.parsed(out);
+}
+
+/**
+ * One metered call: its reservation, finished exactly once (SPEC §2.4), and for streams what
+ * was seen of them.
+ */
+class Call {
+  readonly #guard: NativeGuard;
+  readonly #owner: Guard;
+  readonly #id: string;
+  readonly #admission: NativeAdmission;
+  readonly #endpoint: Endpoint;
+  readonly #request: Body;
+  readonly #tags: NativeTags | null;
+  readonly #stream: boolean;
+  #done = false;
+  /** Chat streams: hide the usage-only chunk we asked for. */
+  hideUsageChunk = false;
+  /** The APIPromise's own parseResponse and _thenUnwrap. */
+  original: APIPromiseLike["parseResponse"] | undefined;
+  thenUnwrap: APIPromiseLike["_thenUnwrap"] | undefined;
+  /** A derived promise (`_thenUnwrap`) will parse the response. */
+  unwrapped = false;
+  #observed = false;
+
+  // Stream state.
+  #text = "";
+  #events = 0;
+  #usage: unknown;
+  #serviceTier: unknown;
+  #output: unknown;
+  #outputTokens = 0;
+  #renewedAt = 0;
+
+  constructor(owner: Guard, admission: NativeAdmission, endpoint: Endpoint, request: Body, tags: NativeTags | null, stream: boolean) {
+    this.#owner = owner;
+    this.#guard = owner.native;
+    this.#id = admission.id!;
+    this.#admission = admission;
+    this.#endpoint = endpoint;
+    this.#request = request;
+    this.#tags = tags;
+    this.#stream = stream;
+  }
+
+  // --- endings: each finishes the reservation once ---------------------------------------
+
+  #finish(): boolean {
+    if (this.#done) return false;
+    this.#done = true;
+    this.#owner.dirty = true;
+    return true;
+  }
+
+  settle(result: { usage?: unknown; service_tier?: unknown; output?: unknown } | null | undefined): void {
+    if (result?.usage == null) return this.unknown(); // no usage reported: settle at the reservation
+    if (!this.#finish()) return;
+    this.#guard.finishResponse(
+      this.#id,
+      JSON.stringify({ usage: result.usage, service_tier: result.service_tier, output: webSearchCalls(result.output) }),
+    );
+  }
+
+  partial(): void {
+    if (this.#finish()) this.#guard.finishPartial(this.#id, this.#text);
+  }
+
+  failed(): void {
+    if (this.#finish()) this.#guard.finishFailed(this.#id);
+  }
+
+  unknown(): void {
+    if (this.#finish()) this.#guard.finishUnknown(this.#id);
+  }
+
+  // --- APIPromise events ---------------------------------------------------------------------
+
+  /** The HTTP response arrived (before anyone parsed it). */
+  responded(promise: APIPromiseLike, response: Response): void {
+    if (this.#done || this.#stream || this.unwrapped || promise.parsedPromise !== undefined) return;
+    // Not parsed (yet): the caller took `.asResponse()`, or did not await at all. Read the usage from a copy of the body, leaving theirs unread.
+    // Streams are left to parsing; a stream nobody parses settles at its reservation on expiry.
+    let copy: Response;
+    try {
+      copy = response.clone();
+    } catch {
+      return;
+    }
+    copy.json().then(
+      (value: unknown) => this.settle(value as Body),
+      () => this.unknown(),
+    );
+  }
+
+  /** The request failed without a usable response. */
+  rejected(err: unknown): void {
+    // An HTTP status means the provider answered with an error before generating: release.
+    // Anything else (connection error, timeout, abort) may have been billed: settle at the
+    // reservation.
+    if (typeof (err as { status?: unknown } | null)?.status === "number") this.failed();
+    else this.unknown();
+  }
+
+  /**
+   * A parse path produced `value`; returns it unchanged (a Stream is instrumented in place).
+   * Several paths may report the same result (a derived promise also runs ours): idempotent.
+   */
+  parsed<V>(value: V): V {
+    if (this.#done || this.#observed) return value;
+    if (this.#stream) {
+      this.#observed = true;
+      if (isStream(value)) this.#observe(value);
+      else this.unknown();
+    } else {
+      this.settle(value as Body);
+    }
+    return value;
+  }
+
+  // --- streams -------------------------------------------------------------------------------
+
+  #observe(stream: StreamLike): void {
+    const source = stream.iterator;
+    let started = false;
+    const call = this;
+    stream.iterator = function iteratorMetered(this: unknown): AsyncIterator<unknown> {
+      const inner = source.call(this);
+      // Only the first consumer is the real one: openai throws on a second iteration.
+      if (started) return inner;
+      started = true;
+      call.#renewedAt = Date.now();
+      return call.#meterStream(inner, stream);
+    };
+  }
+
+  async *#meterStream(source: AsyncIterator<unknown>, stream: StreamLike): AsyncGenerator<unknown, void, undefined> {
+    let error: unknown = NO_ERROR;
+    try {
+      for await (const event of { [Symbol.asyncIterator]: () => source }) {
+        if (this.#take(event)) yield event;
+        if (this.#overCap()) {
+          stream.controller.abort();
+          throw new BudgetCutoffError({
+            model: String(this.#request.model),
+            tags: Object.freeze(this.#tags === null ? {} : this.#tags.entries()),
+            maxOutputTokens: this.#admission.maxOutputTokens ?? 0,
+            reservedUsd: this.#admission.reservedUsd ?? 0,
+          });
+        }
+        this.#renewIfDue();
+      }
+    } catch (err) {
+      error = err;
+      throw err;
+    } finally {
+      // Runs on completion, on error, and when the consumer stops early (`break` → return()).
+      this.#streamEnded(error);
+    }
+  }
+
+  #streamEnded(error: unknown): void {
+    if (this.#done) return;
+    if (error === NO_ERROR) {
+      if (this.#usage != null) {
+        this.settle({ usage: this.#usage, service_tier: this.#serviceTier, output: this.#output });
+      } else {
+        this.partial(); // stopped early, aborted, or the server sent no usage: count what was seen
+      }
+    } else if (this.#events === 0 && isProviderError(error)) {
+      this.failed(); // the provider refused before generating anything
+    } else {
+      this.partial(); // network error or cutoff mid-stream
+    }
+  }
+
+  /** Records one event; false when it is the usage chunk the caller did not ask for. */
+  #take(event: unknown): boolean {
+    this.#events++;
+    const e = event as Body | null;
+    if (e === null || typeof e !== "object") return true;
+    if (this.#endpoint === Endpoint.ChatCompletions) {
+      if (e.usage != null) {
+        this.#usage = e.usage;
+        this.#serviceTier = e.service_tier;
+      }
+      const choices = e.choices as { delta?: Delta }[] | undefined;
+      if (!Array.isArray(choices)) return true;
+      if (choices.length === 0) return !(this.hideUsageChunk && e.usage != null);
+      for (const choice of choices) {
+        const d = choice?.delta;
+        if (d == null) continue;
+        if (typeof d.content === "string") this.#see(d.content);
+        if (typeof d.refusal === "string") this.#see(d.refusal);
+        if (typeof d.reasoning_content === "string") this.#see(d.reasoning_content);
+        if (typeof d.function_call?.arguments === "string") this.#see(d.function_call.arguments);
+        if (Array.isArray(d.tool_calls)) {
+          for (const t of d.tool_calls) {
+            const args = t?.function?.arguments;
+            if (typeof args === "string") this.#see(args);
+          }
+        }
+      }
+      return true;
+    }
+    // Responses API events.
+    const type = e.type;
+    if (typeof type !== "string") return true;
+    if (typeof e.delta === "string" && type.endsWith(".delta") && type !== "response.audio.delta") {
+      this.#see(e.delta);
+    } else if (type === "response.completed" || type === "response.incomplete" || type === "response.failed") {
+      const response = e.response as Body | undefined;
+      if (response?.usage != null) {
+        this.#usage = response.usage;
+        this.#serviceTier = response.service_tier;
+        this.#output = response.output;
+      }
+    }
+    return true;
+  }
+
+  #see(text: string): void {
+    if (text.length === 0) return;
+    this.#text += text;
+    // Counting costs a native call per delta, so only capped (`fit`) streams pay for it.
+    if (this.#admission.capped === true) this.#outputTokens += native().countTokens(String(this.#request.model), text);
+  }
+
+  #overCap(): boolean {
+    const max = this.#admission.maxOutputTokens;
+    if (this.#admission.capped !== true || typeof max !== "number") return false;
+    const n = typeof this.#request.n === "number" && this.#request.n > 1 ? this.#request.n : 1;
+    return this.#outputTokens >= max * n;
+  }
+
+  #renewIfDue(): void {
+    const now = Date.now();
+    if (now - this.#renewedAt < KEEP_ALIVE_MS) return;
+    this.#renewedAt = now;
+    try {
+      this.#guard.keepAlive(this.#id);
+    } catch {
+      // Renewal is best effort: an expired reservation is settled at its reserved amount.
+    }
+  }
+}
+
+interface Delta {
+  content?: unknown;
+  refusal?: unknown;
+  reasoning_content?: unknown;
+  function_call?: { arguments?: unknown };
+  tool_calls?: { function?: { arguments?: unknown } }[];
+}
+
+const NO_ERROR = Symbol("no error");
+
+function isStream(value: unknown): value is StreamLike {
+  const s = value as Partial<StreamLike> | null;
+  return typeof s === "object" && s !== null && typeof s.iterator === "function" && s.controller instanceof AbortController;
+}
+
+/** An error the provider sent (HTTP status, or an `error` event in the stream). */
+function isProviderError(err: unknown): boolean {
+  const e = err as { status?: unknown; error?: unknown } | null;
+  return typeof e === "object" && e !== null && (typeof e.status === "number" || e.error != null);
+}
+
+/** Only `web_search_call` items of a Responses output are billed per call; send only those. */
+function webSearchCalls(output: unknown): unknown[] | undefined {
+  if (!Array.isArray(output)) return undefined;
+  let found: unknown[] | undefined;
+  for (const item of output) {
+    if ((item as Body | null)?.type === "web_search_call") (found ??= []).push(item);
+  }
+  return found;
+}
