@@ -47,6 +47,30 @@ for (const { name, OpenAI } of CLIENTS) {
       assert.equal(reservedNanos(e), 0);
     });
 
+    test('a refusal is a rejected promise, like every openai error: create() itself does not throw', async (t) => {
+      sim.reset();
+      const bursora = createBursora({ budgets: [{ name: 'zero', limitUsd: 0, window: 'total' }], unknownModel: 'block' });
+      t.after(() => bursora.shutdown());
+      const client = bursora.wrap(clientFor(OpenAI, sim));
+      // `create(req).catch(handle)` and `reqs.map((r) => create(r))` must not blow up at the call site.
+      let p;
+      assert.doesNotThrow(() => {
+        p = client.chat.completions.create(chatRequest());
+      }, 'create() threw synchronously');
+      await assert.rejects(p, BudgetExceededError);
+      let q;
+      assert.doesNotThrow(() => {
+        q = client.chat.completions.create(chatRequest()).withResponse();
+      }, 'create().withResponse() threw synchronously');
+      await assert.rejects(q, BudgetExceededError);
+      let r;
+      assert.doesNotThrow(() => {
+        r = client.chat.completions.create(chatRequest({ model: 'acme-unknown-7' }));
+      }, 'an unknown model threw synchronously');
+      await assert.rejects(r, (e) => e.code === 'unknown_model');
+      assert.equal(sim.count(), 0);
+    });
+
     test('the refusal happens for streams, responses, embeddings and parse too', async (t) => {
       sim.reset();
       const bursora = createBursora({ budgets: [{ name: 'zero', limitUsd: 0, window: 'total' }] });
@@ -62,7 +86,14 @@ for (const { name, OpenAI } of CLIENTS) {
         embeddings: () => client.embeddings.create({ model: 'text-embedding-3-small', input: 'hello world' }),
       };
       for (const [what, run] of Object.entries(attempts)) {
-        const err = await rejectionOf(run);
+        let err = await rejectionOf(run);
+        // openai's stream helpers (EventStream) re-wrap any error that is not an OpenAIError
+        // into `new OpenAIError(message)` with the original as `cause`: that is what a caller of
+        // `.stream()` catches.
+        if (what.endsWith('helper')) {
+          assert.ok(err instanceof OpenAI.OpenAIError, `${what}: ${err?.stack ?? err}`);
+          err = err.cause;
+        }
         assert.ok(err instanceof BudgetExceededError, `${what}: ${err?.stack ?? err}`);
         assert.equal(err.code, 'budget_exceeded', what);
       }

@@ -42,7 +42,8 @@ for (const { name, OpenAI } of CLIENTS) {
       const others = [];
       const all = Promise.all(
         Array.from({ length: CALLS }, () =>
-          client.chat.completions.create(chatRequest()).then(
+          // (async () => ...)(): a refusal thrown synchronously by create() still lands here.
+          (async () => client.chat.completions.create(chatRequest()))().then(
             (r) => r,
             (e) => {
               if (e instanceof BudgetExceededError) refused++;

@@ -4,7 +4,7 @@
 import { describe, test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { startSim, costNanos, WORDS } from './support/openai-sim.mjs';
-import { CLIENTS, clientFor, ANSWER_FORMAT } from './support/clients.mjs';
+import { CLIENTS, clientFor, officialClientFor, ANSWER_FORMAT } from './support/clients.mjs';
 import { createBursora, wrap, chatRequest, MODEL, probeBound, settled, spentNanos, reservedNanos } from './support/sdk.mjs';
 
 for (const { name, OpenAI } of CLIENTS) {
@@ -122,14 +122,31 @@ for (const { name, OpenAI } of CLIENTS) {
       assert.equal(spentNanos(e), costNanos(sim.usages[0]) + costNanos(sim.usages[1]));
     });
 
-    test('embeddings.create (default base64 decoding still works)', async () => {
-      const b = await fresh();
-      const r = await client.embeddings.create({ model: 'text-embedding-3-small', input: ['hello world', 'goodbye'] });
+    test('embeddings.create (default base64 decoding still works), priced from the table', async (t) => {
+      sim.reset();
+      const b = createBursora({ budgets: [{ name: 'emb', limitUsd: 10, window: 'day' }], onWarning: () => {} });
+      t.after(() => b.shutdown());
+      const c = b.wrap(officialClientFor(OpenAI, sim));
+      const r = await c.embeddings.create({ model: 'text-embedding-3-small', input: ['hello world', 'goodbye'] });
       assert.equal(r.data.length, 2);
       assert.equal(r.data[0].embedding.length, 8);
       assert.equal(r.data[0].embedding[0], 1 / 64);
       assert.equal(sim.requests[0].body.encoding_format, 'base64', 'the client default is kept');
-      const e = await settled(bursora, b);
+      const f = await c.embeddings.create({ model: 'text-embedding-3-small', input: 'hello', encoding_format: 'float' });
+      assert.equal(f.data[0].embedding[1], 2 / 64);
+      const e = await settled(b, 'emb');
+      assert.equal(spentNanos(e), costNanos(sim.usages[0], 'text-embedding-3-small') + costNanos(sim.usages[1], 'text-embedding-3-small'));
+    });
+
+    test('behind a gateway baseURL, text-embedding-3-small is still priced by its model name (SPEC §3)', async (t) => {
+      sim.reset();
+      const warnings = [];
+      const b = createBursora({ budgets: [{ name: 'emb', limitUsd: 10, window: 'day' }], onWarning: (w) => warnings.push(w) });
+      t.after(() => b.shutdown());
+      const c = b.wrap(clientFor(OpenAI, sim));
+      await c.embeddings.create({ model: 'text-embedding-3-small', input: 'hello world' });
+      const e = await settled(b, 'emb');
+      assert.deepEqual(warnings.filter((w) => w.code === 'unknown_model'), [], 'a model in the price table was treated as unknown');
       assert.equal(spentNanos(e), costNanos(sim.usages[0], 'text-embedding-3-small'));
     });
 

@@ -94,12 +94,20 @@ describe('withTags', { timeout: 30_000 }, () => {
     t.after(() => perTenant.shutdown());
     const c = perTenant.wrap(clientFor(OpenAI, sim));
     const as = (tenant) => withTags({ tenant_id: tenant }, () => c.chat.completions.create(chatRequest()));
-    await as('acme');
+    // Hold responses: acme's first call stays reserved while its second asks for room.
+    sim.hold();
+    t.after(() => sim.release());
+    const first = as('acme');
+    await sim.waitForRequests(1);
     const err = await rejectionOf(() => as('acme'));
     assert.ok(err instanceof BudgetExceededError, String(err));
     assert.equal(err.budget.name, 'per-tenant');
+    assert.match(err.budget.key ?? 'tenant_id=acme', /acme/);
     assert.equal(err.tags?.tenant_id, 'acme');
-    await as('globex'); // another tenant has its own headroom
+    const other = as('globex'); // another tenant has its own headroom
+    await sim.waitForRequests(2);
+    sim.release();
+    await Promise.all([first, other]);
     await c.chat.completions.create(chatRequest()); // no tenant_id: not matched
     await c.chat.completions.create(chatRequest());
     assert.equal(sim.count(), 4);

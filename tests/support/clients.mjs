@@ -22,3 +22,14 @@ export const ANSWER_FORMAT = {
 export function clientFor(OpenAI, sim, extra = {}) {
   return new OpenAI({ apiKey: 'sk-test', baseURL: sim.baseURL, maxRetries: 0, timeout: 10_000, ...extra });
 }
+
+export const OFFICIAL_BASE_URL = 'https://api.openai.com/v1';
+
+/**
+ * A client configured with OpenAI's real baseURL whose `fetch` forwards to the simulator, for
+ * behaviour that depends on the provider being recognised from the baseURL.
+ */
+export function officialClientFor(OpenAI, sim, extra = {}) {
+  const forward = (url, init) => fetch(String(url).replace(OFFICIAL_BASE_URL, sim.baseURL), init);
+  return new OpenAI({ apiKey: 'sk-test', baseURL: OFFICIAL_BASE_URL, fetch: forward, maxRetries: 0, timeout: 10_000, ...extra });
+}

@@ -16,7 +16,7 @@ process.once('message', async ({ baseURL, db, budget, calls, clientName }) => {
     const errors = [];
     await Promise.all(
       Array.from({ length: calls }, () =>
-        client.chat.completions.create(chatRequest()).then(
+        (async () => client.chat.completions.create(chatRequest()))().then(
           () => ok++,
           (e) => {
             if (e instanceof BudgetExceededError) {

@@ -78,6 +78,9 @@ export async function startSim(options = {}) {
   const requests = [];
   const usages = [];
   let seq = 0;
+  // reset() starts a new generation: a stream of an earlier test that ends late does not record
+  // its usage into the next test's list.
+  let generation = 0;
   let gateOpen = !opts.gate;
   let gateWaiters = [];
   let requestWaiters = [];
@@ -101,8 +104,12 @@ export async function startSim(options = {}) {
     requests.push(record);
     for (const w of requestWaiters.slice()) w();
     const id = ++seq;
+    const gen = generation;
+    const bill = (u) => {
+      if (gen === generation) usages.push(u);
+    };
     try {
-      await handle(req, res, record, id);
+      await handle(req, res, record, id, bill);
     } catch (err) {
       if (!res.headersSent) sendJson(res, 500, { error: { message: String(err?.stack ?? err), type: 'sim_error' } });
       else res.destroy();
@@ -125,7 +132,7 @@ export async function startSim(options = {}) {
     res.end(text);
   }
 
-  async function handle(req, res, record, id) {
+  async function handle(req, res, record, id, bill) {
     const { path, body } = record;
     if (opts.hang) return; // never answers; close() destroys the socket
     await waitGate();
@@ -161,7 +168,7 @@ export async function startSim(options = {}) {
       ? opts.promptTokens(body, path)
       : opts.promptTokens ?? plausiblePromptTokens(path, body);
     const cached = Math.min(opts.cachedTokens ?? 0, promptTokens);
-    if (path === '/v1/embeddings') return embeddings(res, body, promptTokens, id);
+    if (path === '/v1/embeddings') return embeddings(res, body, promptTokens, id, bill);
     const limit = opts.ignoreMaxTokens ? Infinity : outputLimit(body);
     const perChoice = Math.min(opts.completionTokens, limit);
     const hitLimit = perChoice < opts.completionTokens;
@@ -170,8 +177,8 @@ export async function startSim(options = {}) {
     const tier = body.service_tier ?? opts.serviceTier;
     const usage = { path, id, input: promptTokens, cached, output: perChoice * n, serviceTier: tier ?? null, stream: !!body.stream };
     if (path === '/v1/chat/completions') {
-      if (body.stream) return chatStream(res, body, usage, perChoice, hitLimit, id, tier);
-      usages.push(usage);
+      if (body.stream) return chatStream(res, body, usage, perChoice, hitLimit, id, tier, bill);
+      bill(usage);
       return sendJson(res, 200, {
         id: `chatcmpl-sim-${id}`,
         object: 'chat.completion',
@@ -189,8 +196,8 @@ export async function startSim(options = {}) {
       });
     }
     // /v1/responses
-    if (body.stream) return responsesStream(res, body, usage, perChoice, hitLimit, id, tier);
-    usages.push(usage);
+    if (body.stream) return responsesStream(res, body, usage, perChoice, hitLimit, id, tier, bill);
+    bill(usage);
     return sendJson(res, 200, responseObject(body, id, text, usage, hitLimit, tier, 'completed'));
   }
 
@@ -255,7 +262,8 @@ export async function startSim(options = {}) {
     return !res.destroyed;
   }
 
-  async function chatStream(res, body, usage, perChoice, hitLimit, id, tier) {
+  async function chatStream(res, body, usage, perChoice, hitLimit, id, tier, bill) {
+    const streamCut = (u, sent) => bill({ ...u, output: sent, cut: true });
     startSse(res);
     const includeUsage = body.stream_options?.include_usage === true;
     const base = { id: `chatcmpl-sim-${id}`, object: 'chat.completion.chunk', created: Math.floor(Date.now() / 1000), model: body.model, service_tier: tier ?? 'default', system_fingerprint: 'fp_sim' };
@@ -275,8 +283,9 @@ export async function startSim(options = {}) {
     for (let c = 0; c < n; c++) {
       if (!(await write(res, frame({ choices: [{ index: c, delta: {}, logprobs: null, finish_reason: hitLimit ? 'length' : 'stop' }] })))) return streamCut(usage, sent);
     }
-    // The usage is billed whether or not the client asked to see it.
-    usages.push(usage);
+    // The usage is billed whether or not the client asked to see it. (A client that goes away
+    // mid-stream is billed what was sent: streamCut.)
+    bill(usage);
     if (includeUsage) {
       await write(res, `data: ${JSON.stringify({ ...base, choices: [], usage: chatUsage(usage) })}\n\n`);
     }
@@ -284,12 +293,8 @@ export async function startSim(options = {}) {
     res.end();
   }
 
-  function streamCut(usage, sent) {
-    // The client went away: a real provider bills what it generated; we record what we sent.
-    usages.push({ ...usage, output: sent, cut: true });
-  }
-
-  async function responsesStream(res, body, usage, perChoice, hitLimit, id, tier) {
+  async function responsesStream(res, body, usage, perChoice, hitLimit, id, tier, bill) {
+    const streamCut = (u, sent) => bill({ ...u, output: sent, cut: true });
     startSse(res);
     let sn = 0;
     const ev = (type, data) => `event: ${type}\ndata: ${JSON.stringify({ type, sequence_number: sn++, ...data })}\n\n`;
@@ -314,17 +319,17 @@ export async function startSim(options = {}) {
       ev('response.output_item.done', { output_index: 0, item: { type: 'message', id: itemId, status: 'completed', role: 'assistant', content: [{ type: 'output_text', text, annotations: [], logprobs: [] }] } }),
     ];
     for (const f of tail) if (!(await write(res, f))) return streamCut(usage, sent);
-    usages.push(usage);
+    bill(usage);
     await write(res, ev('response.completed', { response: responseObject(body, id, text, usage, hitLimit, tier, 'completed') }));
     res.end();
   }
 
-  function embeddings(res, body, promptTokens, id) {
+  function embeddings(res, body, promptTokens, id, bill) {
     const inputs = Array.isArray(body.input) && typeof body.input[0] !== 'number' ? body.input : [body.input];
     const dims = body.dimensions ?? opts.embeddingDims;
     const vec = (i) => Array.from({ length: dims }, (_, d) => ((i + 1) * (d + 1)) / 64);
     const b64 = body.encoding_format === 'base64';
-    usages.push({ path: '/v1/embeddings', id, input: promptTokens, cached: 0, output: 0, serviceTier: null, stream: false });
+    bill({ path: '/v1/embeddings', id, input: promptTokens, cached: 0, output: 0, serviceTier: null, stream: false });
     return sendJson(res, 200, {
       object: 'list',
       data: inputs.map((_, index) => ({ object: 'embedding', index, embedding: b64 ? float32Base64(vec(index)) : vec(index) })),
@@ -358,6 +363,7 @@ export async function startSim(options = {}) {
     },
     /** Forgets recorded requests and usages. */
     reset() {
+      generation++;
       requests.length = 0;
       usages.length = 0;
     },
