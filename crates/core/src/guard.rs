@@ -148,7 +148,7 @@ pub struct Guard {
     policy: PolicyKind,
     ttl_ms: i64,
     reporter: Reporter,
-    inflight: Mutex<HashMap<String, InFlight>>,
+    inflight: Mutex<HashMap<String, InFlight, foldhash::fast::RandomState>>,
     warnings: Arc<QueuedWarnings>,
 }
 
@@ -282,7 +282,7 @@ impl Guard {
             policy: options.policy,
             ttl_ms,
             reporter,
-            inflight: Mutex::new(HashMap::new()),
+            inflight: Mutex::new(HashMap::default()),
             warnings,
         })
     }
