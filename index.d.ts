@@ -164,6 +164,12 @@ export interface BursoraOptions {
   unknownModel?: "fallback" | "block";
   /** Price overrides and additions, by model name, in USD per million tokens. */
   prices?: Record<string, ModelPrice>;
+  /**
+   * How long a reservation may stay open before it is settled at its reserved amount and marked
+   * `expired` (SPEC §2.5). Live streams renew theirs every half TTL while chunks arrive.
+   * Default: 600000 (10 minutes).
+   */
+  reservationTtlMs?: number;
   /** Server mode: how long a call waits for a decision before `failMode` applies. */
   decisionTimeoutMs?: number;
   /**
@@ -227,6 +233,10 @@ export interface BudgetStatus {
   reservedUsd: number;
   /** Spend beyond what was reserved (a provider ignored its limit), included in `spentUsd`. */
   overrunUsd: number;
+  /** `spentUsd` exactly, in integer nano-USD (1 USD = 1e9); the ledger counts in these. */
+  spentNanos: number;
+  /** `reservedUsd` exactly, in integer nano-USD. */
+  reservedNanos: number;
   /** When the window resets (ISO 8601, UTC); `null` for `total`. */
   resetsAt: string | null;
 }

@@ -28,8 +28,11 @@ type Options = Api.BursoraOptions;
 const WINDOWS: ReadonlySet<string> = new Set(["minute", "hour", "day", "week", "month", "total"]);
 const OPTION_KEYS: ReadonlySet<string> = new Set([
   "endpoint", "apiKey", "budgets", "db", "tags", "policy", "failMode", "unknownModel", "prices",
-  "decisionTimeoutMs", "onWarning",
+  "decisionTimeoutMs", "onWarning", "reservationTtlMs",
 ]);
+
+/** SPEC §2.5: a reservation not settled within this is settled at its amount. */
+const DEFAULT_RESERVATION_TTL_MS = 10 * 60_000;
 
 /** Embedded-mode options in the exact shape the addon accepts (it rejects unknown fields). */
 interface NativeOptions {
@@ -38,6 +41,7 @@ interface NativeOptions {
   policy?: string;
   unknownModel?: string;
   prices?: Record<string, Api.ModelPrice>;
+  reservationTtlMs?: number;
 }
 
 function env(name: string): string | undefined {
@@ -142,6 +146,12 @@ function toNativeOptions(options: Options): NativeOptions {
     }
     out.prices = options.prices;
   }
+  if (options.reservationTtlMs !== undefined) {
+    if (!(nonNegative(options.reservationTtlMs, "`reservationTtlMs`") >= 1000)) {
+      throw new BursoraConfigError("`reservationTtlMs` must be at least 1000 (one second)");
+    }
+    out.reservationTtlMs = options.reservationTtlMs;
+  }
   return out;
 }
 
@@ -180,6 +190,8 @@ export class Guard {
   /** The guard's own default tags (`options.tags`), or null. */
   readonly defaults: TagDefaults | null;
   readonly failClosed: boolean;
+  /** A live stream renews its reservation after this long (half the reservation TTL). */
+  readonly keepAliveMs: number;
   /** Settlements were handed to the addon since the last flush. */
   dirty = false;
   readonly #onWarning: (w: Api.BursoraWarning) => void;
@@ -190,6 +202,7 @@ export class Guard {
     this.defaults = options.tags === undefined ? null : makeDefaults(null, options.tags, "createBursora({ tags })");
     this.failClosed = (options.failMode ?? env("BURSORA_FAIL_MODE")) === "closed";
     this.#onWarning = options.onWarning ?? defaultOnWarning;
+    this.keepAliveMs = (nativeOptions.reservationTtlMs ?? DEFAULT_RESERVATION_TTL_MS) / 2;
     try {
       this.native = new (native().NativeGuard)(JSON.stringify(nativeOptions));
     } catch (err) {
@@ -303,6 +316,8 @@ function toBudgetStatus(s: NativeBudgetStatus): Api.BudgetStatus {
     spentUsd: s.spentUsd,
     reservedUsd: s.reservedUsd,
     overrunUsd: s.overrunUsd,
+    spentNanos: s.spentNanos,
+    reservedNanos: s.reservedNanos,
     resetsAt: s.resetsAt ?? null,
   };
   if (s.key !== undefined && s.key !== null) status.key = s.key;

@@ -62,9 +62,6 @@ interface StreamLike {
 const METER = Symbol.for("bursora.sdk.meter");
 const CALL = Symbol("bursora.call");
 
-/** Renew a live stream's reservation after half the default 10-minute TTL. */
-const KEEP_ALIVE_MS = 5 * 60_000;
-
 export function isOpenAIClient(client: unknown): client is OpenAILike {
   const c = client as Partial<OpenAILike> | null;
   return (
@@ -417,29 +414,60 @@ class Call {
     };
   }
 
-  async *#meterStream(source: AsyncIterator<unknown>, stream: StreamLike): AsyncGenerator<unknown, void, undefined> {
-    let error: unknown = NO_ERROR;
-    try {
-      for await (const event of { [Symbol.asyncIterator]: () => source }) {
-        if (this.#take(event)) yield event;
-        if (this.#overCap()) {
-          stream.controller.abort();
-          throw new BudgetCutoffError({
-            model: String(this.#request.model),
-            tags: Object.freeze(this.#tags === null ? {} : this.#tags.entries()),
-            maxOutputTokens: this.#admission.maxOutputTokens ?? 0,
-            reservedUsd: this.#admission.reservedUsd ?? 0,
-          });
-        }
-        this.#renewIfDue();
-      }
-    } catch (err) {
-      error = err;
+  /**
+   * The metered iterator: a plain object rather than an async generator, so each chunk costs one
+   * promise reaction on top of openai's own iterator, not a generator round trip.
+   */
+  #meterStream(source: AsyncIterator<unknown>, stream: StreamLike): AsyncIterableIterator<unknown> {
+    const call = this;
+    let cutoff: BudgetCutoffError | undefined;
+    const fail = (err: unknown): never => {
+      call.#streamEnded(err);
       throw err;
-    } finally {
-      // Runs on completion, on error, and when the consumer stops early (`break` → return()).
-      this.#streamEnded(error);
-    }
+    };
+    const step = (r: IteratorResult<unknown>): IteratorResult<unknown> | Promise<IteratorResult<unknown>> => {
+      if (r.done === true) {
+        call.#streamEnded(NO_ERROR);
+        return r;
+      }
+      if (!call.#take(r.value)) return source.next().then(step, fail); // the hidden usage chunk
+      if (call.#overCap()) {
+        // Stop the provider now; this chunk is still delivered, the next pull throws.
+        stream.controller.abort();
+        cutoff = call.#cutoffError();
+        call.#streamEnded(cutoff);
+      } else {
+        call.#renewIfDue();
+      }
+      return r;
+    };
+    return {
+      next(): Promise<IteratorResult<unknown>> {
+        if (cutoff === undefined) return source.next().then(step, fail);
+        const err = cutoff;
+        const thrower = (): never => {
+          throw err;
+        };
+        return Promise.resolve(source.return?.()).then(thrower, thrower);
+      },
+      return(value?: unknown): Promise<IteratorResult<unknown>> {
+        // The consumer stopped early (`break`, a cancelled ReadableStream): count what was seen.
+        call.#streamEnded(NO_ERROR);
+        return typeof source.return === "function" ? source.return(value) : Promise.resolve({ done: true, value });
+      },
+      [Symbol.asyncIterator]() {
+        return this;
+      },
+    };
+  }
+
+  #cutoffError(): BudgetCutoffError {
+    return new BudgetCutoffError({
+      model: String(this.#request.model),
+      tags: Object.freeze(this.#tags === null ? {} : this.#tags.entries()),
+      maxOutputTokens: this.#admission.maxOutputTokens ?? 0,
+      reservedUsd: this.#admission.reservedUsd ?? 0,
+    });
   }
 
   #streamEnded(error: unknown): void {
@@ -518,7 +546,7 @@ class Call {
 
   #renewIfDue(): void {
     const now = Date.now();
-    if (now - this.#renewedAt < KEEP_ALIVE_MS) return;
+    if (now - this.#renewedAt < this.#owner.keepAliveMs) return;
     this.#renewedAt = now;
     try {
       this.#guard.keepAlive(this.#id);
