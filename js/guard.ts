@@ -174,12 +174,15 @@ function defaultOnWarning(w: Api.BursoraWarning): void {
 // since their last flush are flushed, so once that flush is done the next `beforeExit` finds
 // nothing to do and the process exits — the listener never keeps the loop alive forever.
 
-const live = new Set<Guard>();
+// Weak: a guard made for one client (`wrap(client, options)`) must not outlive that client.
+const live = new Set<WeakRef<Guard>>();
 let exitHooked = false;
 
 function onBeforeExit(): void {
-  for (const guard of live) {
-    if (guard.dirty) void guard.flush().catch(() => undefined);
+  for (const ref of live) {
+    const guard = ref.deref();
+    if (guard === undefined) live.delete(ref);
+    else if (guard.dirty) void guard.flush().catch(() => undefined);
   }
 }
 
@@ -196,6 +199,7 @@ export class Guard {
   dirty = false;
   readonly #onWarning: (w: Api.BursoraWarning) => void;
   #stopped = false;
+  readonly #ref = new WeakRef(this);
 
   constructor(options: Options = {}) {
     const nativeOptions = toNativeOptions(options);
@@ -211,7 +215,7 @@ export class Guard {
     }
     // Warnings raised while building (e.g. a budget limit changed by this declaration).
     this.drainWarnings();
-    live.add(this);
+    live.add(this.#ref);
     if (!exitHooked) {
       exitHooked = true;
       process.on("beforeExit", onBeforeExit);
@@ -298,7 +302,7 @@ export class Guard {
   async shutdown(): Promise<void> {
     if (this.#stopped) return;
     this.#stopped = true;
-    live.delete(this);
+    live.delete(this.#ref);
     this.dirty = false;
     await this.native.shutdown();
     this.drainWarnings();
