@@ -255,7 +255,17 @@ export interface RefusingBudget {
   resetsAt: string | null;
 }
 
-/** Codes of the errors this package throws. */
+/**
+ * Codes of the errors this package throws:
+ * - `budget_exceeded` ({@link BudgetExceededError}), `budget_cutoff` ({@link BudgetCutoffError}),
+ *   `budget_unavailable` ({@link BudgetUnavailableError}), `unknown_model`
+ *   ({@link UnknownModelError}), `config` ({@link BursoraConfigError});
+ * - `invalid_input` (a plain {@link BursoraError}): the request body could not be read to
+ *   estimate its cost (e.g. no `model`), so it was not sent;
+ * - `internal`: a bug in Bursora.
+ *
+ * Refusals are rejected promises, like every openai error: `create()` itself never throws them.
+ */
 export type BursoraErrorCode =
   | "budget_exceeded"
   | "budget_cutoff"
