@@ -302,7 +302,9 @@ impl Guard {
         base_url: Option<&str>,
     ) -> Result<Admission> {
         let est = estimate(endpoint, body)?;
-        let mut model_ref = ModelRef::new(&est.model);
+        // Every endpoint here speaks OpenAI's API: price by OpenAI's table when nothing else
+        // (explicit provider, base URL, model name) identifies the provider.
+        let mut model_ref = ModelRef::new(&est.model).with_dialect("openai");
         if let Some(p) = provider {
             model_ref = model_ref.with_provider(p);
         }

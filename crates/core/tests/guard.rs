@@ -261,3 +261,18 @@ fn malformed_bodies_are_invalid_input() {
         assert_eq!(e.code(), "invalid_input", "{body}");
     }
 }
+
+#[test]
+fn openai_models_behind_a_gateway_url_are_priced_as_openai() {
+    let g = guard(json!({}));
+    let body = json!({"model": "text-embedding-3-small", "input": "hello"});
+    g.admit(
+        Endpoint::Embeddings,
+        &body,
+        &Tags::default(),
+        None,
+        Some("http://127.0.0.1:9999/v1"),
+    )
+    .unwrap();
+    assert!(g.take_warnings().iter().all(|w| w.code != "unknown_model"));
+}
