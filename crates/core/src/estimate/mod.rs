@@ -126,6 +126,7 @@ pub fn estimate(endpoint: Endpoint, body: &Value) -> Result<RequestEstimate> {
         Endpoint::Responses => responses::walk(body, &mut tally)?,
         Endpoint::Embeddings => embeddings::walk(body, &mut tally)?,
     };
+    tally.finish();
     let choices = request.choices;
     let n = u64::from(choices);
     let prediction_tokens = request.prediction.saturating_mul(n);
