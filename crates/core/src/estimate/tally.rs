@@ -50,8 +50,10 @@ pub(crate) const TOOL_CALL_OVERHEAD: u64 = 4;
 ///
 /// Once per request with function tools: the header and the namespace (rendering 13, cookbook 12).
 pub(crate) const TOOLS_PREAMBLE: u64 = 13;
-/// Per function, besides its name and description: `type … = (_: {` … `}) => any;` and the
-/// description's `//` line (rendering 8 + description line 2; cookbook 7 + 1 for the `:`).
+/// Per function, besides its name, description and property list: `type … = (_: {` …
+/// `}) => any;` and the description's `//` line. With the list's 3 this is 11: rendering 9 + 2
+/// for the description line, cookbook 7 + 1 for the `:` + 3 per list. Without parameters:
+/// rendering `type … = () => any;` 6 + 2, cookbook 7 + 1.
 pub(crate) const FUNCTION_OVERHEAD: u64 = 8;
 /// `{\n` … `}` of a property list (cookbook: 3 per list).
 pub(crate) const PROPERTIES_OVERHEAD: u64 = 3;

@@ -181,17 +181,18 @@ const MAX_THREADS: usize = 4;
 /// cannot be started, its share is counted on the calling thread.
 pub(crate) fn count_tokens_of_all(encoding: Encoding, texts: &[&str]) -> u64 {
     let total: usize = texts.iter().map(|t| t.len()).sum();
-    let threads = if total < PARALLEL_MIN_BYTES {
-        1
-    } else {
-        parallelism().min(MAX_THREADS)
-    };
-    if threads < 2 {
+    if total < PARALLEL_MIN_BYTES {
         return count_texts(encoding, texts);
     }
+    // Cut whatever the number of threads, so that a `Conservative` count (the larger of two
+    // per part) is the same number on every machine.
     let mut parts = Vec::with_capacity(total / PART_BYTES + texts.len());
     for text in texts {
         split_at_piece_boundaries(text, PART_BYTES, &mut parts);
+    }
+    let threads = parallelism().min(MAX_THREADS);
+    if threads < 2 {
+        return count_texts(encoding, &parts);
     }
     // Contiguous runs of parts, of about equal size, one per thread.
     let share = total.div_ceil(threads);
