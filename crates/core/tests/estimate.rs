@@ -877,6 +877,30 @@ fn every_request_is_an_upper_bound_within_ten_percent() {
     );
 }
 
+/// A model we do not know is counted with both vocabularies: its estimate bounds the reference
+/// of an o200k model and of a cl100k model alike.
+#[test]
+fn unknown_models_bound_both_vocabularies() {
+    for entry in load_corpus() {
+        let endpoint_name = entry["endpoint"].as_str().unwrap();
+        let mut body = entry["body"].clone();
+        body["model"] = json!("acme-chat-large");
+        let e = estimate(endpoint(endpoint_name), &body).unwrap();
+        assert_eq!(e.encoding, Encoding::Conservative);
+        let text = e.input_tokens - e.image_tokens - e.audio_tokens - e.file_tokens;
+        // The reference only takes the vocabulary from the model, for embeddings too.
+        for known in ["gpt-4o", "gpt-4"] {
+            body["model"] = json!(known);
+            let truth = reference(endpoint_name, &body);
+            assert!(
+                text >= truth,
+                "{} as {known}: estimate {text} < reference {truth}",
+                entry["name"]
+            );
+        }
+    }
+}
+
 #[test]
 fn tool_schemas_bound_their_rendering_and_the_cookbook() {
     for entry in load_corpus() {

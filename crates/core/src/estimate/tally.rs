@@ -55,6 +55,8 @@ pub(crate) const TOOLS_PREAMBLE: u64 = 13;
 /// for the description line, cookbook 7 + 1 for the `:` + 3 per list. Without parameters:
 /// rendering `type … = () => any;` 6 + 2, cookbook 7 + 1.
 pub(crate) const FUNCTION_OVERHEAD: u64 = 8;
+/// The cookbook charges 3 more per function for the `cl100k_base` models (GPT-4, GPT-3.5).
+pub(crate) const CL100K_FUNCTION_EXTRA: u64 = 3;
 /// `{\n` … `}` of a property list (cookbook: 3 per list).
 pub(crate) const PROPERTIES_OVERHEAD: u64 = 3;
 /// Per property, besides its key, type and description, at the top level: `?: ,\n` and its
@@ -204,6 +206,9 @@ impl<'a> Tally<'a> {
         parameters: Option<&Value>,
     ) -> Result<()> {
         let mut sum = FUNCTION_OVERHEAD;
+        if self.encoding != Encoding::O200kBase {
+            sum += CL100K_FUNCTION_EXTRA;
+        }
         sum += name.map_or(0, |n| self.count(n)) + description.map_or(0, |d| self.count(d));
         if let Some(parameters) = parameters {
             sum += self.schema_tokens(parameters, 0, 0)?;
