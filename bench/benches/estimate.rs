@@ -8,7 +8,7 @@
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
-use bursora_core::estimate::{Encoding, Endpoint, estimate, estimate_json, preload};
+use bursora_core::estimate::{Encoding, Endpoint, count_tokens, estimate, estimate_json, preload};
 use criterion::Criterion;
 use serde_json::{Value, json};
 
@@ -148,6 +148,17 @@ fn main() {
     let (big_median, big_min) = time(30, || {
         black_box(estimate(Endpoint::ChatCompletions, black_box(&big)).unwrap());
     });
+    // The same text on the calling thread alone, to show what the threads bring.
+    let all_text: String = big["messages"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|m| m["content"].as_str())
+        .collect::<Vec<_>>()
+        .join("\n");
+    let (one_thread_median, one_thread_min) = time(30, || {
+        black_box(count_tokens(Encoding::O200kBase, black_box(&all_text)));
+    });
     let (small_median, small_min) = time(2000, || {
         black_box(estimate(Endpoint::ChatCompletions, black_box(&small)).unwrap());
     });
@@ -173,6 +184,10 @@ fn main() {
         "| 100k chat prompt, warm ({} messages) | {} | {big_median:.2?} | {big_min:.2?} |",
         big["messages"].as_array().map_or(0, Vec::len),
         big_estimate.input_tokens
+    );
+    println!(
+        "| same text, `count_tokens` on one thread | {} | {one_thread_median:.2?} | {one_thread_min:.2?} |",
+        count_tokens(Encoding::O200kBase, &all_text)
     );
     println!(
         "| small request with one tool | {small_tokens} | {small_median:.2?} | {small_min:.2?} |"

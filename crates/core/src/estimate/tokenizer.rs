@@ -137,6 +137,11 @@ impl<'t> Counter<'t> {
         // normalization step is off for both OpenAI vocabularies, so the text is split as is.
         let mut total = 0u64;
         for piece in self.tokenizer.split(text) {
+            // Every byte is a token of both vocabularies: spaces, newlines, most punctuation.
+            if piece.len() == 1 {
+                total += 1;
+                continue;
+            }
             let bpe = &self.tokenizer.bpe;
             let n = *self
                 .memo
