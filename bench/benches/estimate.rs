@@ -159,6 +159,12 @@ fn main() {
     let (one_thread_median, one_thread_min) = time(30, || {
         black_box(count_tokens(Encoding::O200kBase, black_box(&all_text)));
     });
+    let big_cpu = cpu_per_call(100, || {
+        black_box(estimate(Endpoint::ChatCompletions, black_box(&big)).unwrap());
+    });
+    let one_thread_cpu = cpu_per_call(100, || {
+        black_box(count_tokens(Encoding::O200kBase, black_box(&all_text)));
+    });
     let (small_median, small_min) = time(2000, || {
         black_box(estimate(Endpoint::ChatCompletions, black_box(&small)).unwrap());
     });
@@ -169,31 +175,35 @@ fn main() {
         .unwrap()
         .input_tokens;
 
+    let load = std::fs::read_to_string("/proc/loadavg").map_or_else(
+        |_| "n/a".to_owned(),
+        |l| l.split(' ').next().unwrap_or("").to_owned(),
+    );
     println!();
     println!(
-        "| estimate (bursora-core, {} cores) | input tokens | median | min |",
+        "| estimate (bursora-core, {} cores, load average {load}) | input tokens | wall median | wall min | CPU per call |",
         cores()
     );
-    println!("|---|---:|---:|---:|");
+    println!("|---|---:|---:|---:|---:|");
     println!(
-        "| 100k chat prompt, cold (first call: loads o200k_base) | {} | {cold:.2?} | - |",
+        "| 100k chat prompt, cold (first call: loads o200k_base) | {} | {cold:.2?} | - | - |",
         big_estimate.input_tokens
     );
-    println!("| cl100k_base load alone (`preload`) | - | {cl100k_load:.2?} | - |");
+    println!("| cl100k_base load alone (`preload`) | - | {cl100k_load:.2?} | - | - |");
     println!(
-        "| 100k chat prompt, warm ({} messages) | {} | {big_median:.2?} | {big_min:.2?} |",
+        "| 100k chat prompt, warm ({} messages) | {} | {big_median:.2?} | {big_min:.2?} | {big_cpu} |",
         big["messages"].as_array().map_or(0, Vec::len),
         big_estimate.input_tokens
     );
     println!(
-        "| same text, `count_tokens` on one thread | {} | {one_thread_median:.2?} | {one_thread_min:.2?} |",
+        "| same text, `count_tokens` on one thread | {} | {one_thread_median:.2?} | {one_thread_min:.2?} | {one_thread_cpu} |",
         count_tokens(Encoding::O200kBase, &all_text)
     );
     println!(
-        "| small request with one tool | {small_tokens} | {small_median:.2?} | {small_min:.2?} |"
+        "| small request with one tool | {small_tokens} | {small_median:.2?} | {small_min:.2?} | - |"
     );
     println!(
-        "| same, from JSON text (`estimate_json`) | {small_tokens} | {json_median:.2?} | {json_min:.2?} |"
+        "| same, from JSON text (`estimate_json`) | {small_tokens} | {json_median:.2?} | {json_min:.2?} | - |"
     );
     println!();
 
@@ -208,6 +218,30 @@ fn main() {
         b.iter(|| estimate_json(Endpoint::ChatCompletions, black_box(&small_text)).unwrap());
     });
     c.final_summary();
+}
+
+/// CPU time of this process so far (all threads, including finished ones), from
+/// `/proc/self/stat` (Linux; 100 clock ticks per second). Wall time is what a caller waits, but
+/// on a shared machine it mostly measures the neighbours; CPU time measures the work.
+fn process_cpu() -> Option<Duration> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the parenthesized command name; utime and stime are fields 14 and 15.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    Some(Duration::from_millis(ticks * 10))
+}
+
+/// CPU time per call of `f`, over enough calls for the 10 ms tick to be negligible.
+fn cpu_per_call(runs: u32, mut f: impl FnMut()) -> String {
+    let Some(before) = process_cpu() else {
+        return "n/a".into();
+    };
+    for _ in 0..runs {
+        f();
+    }
+    process_cpu().map_or("n/a".into(), |after| {
+        format!("{:.2?}", (after - before) / runs)
+    })
 }
 
 fn cores() -> usize {
