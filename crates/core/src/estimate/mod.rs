@@ -27,7 +27,7 @@ mod tokenizer;
 
 use serde_json::{Map, Value};
 
-pub use tokenizer::{Encoding, count_tokens, encoding_for_model, preload};
+pub use tokenizer::{Encoding, clear_count_cache, count_tokens, encoding_for_model, preload};
 
 use crate::error::{Error, Result};
 use tally::Tally;

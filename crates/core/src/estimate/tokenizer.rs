@@ -6,7 +6,10 @@
 //! [`preload`] at start-up to keep that one-off cost (tens of milliseconds) off the first request.
 
 use std::collections::HashMap;
-use std::sync::OnceLock;
+use std::hash::BuildHasher;
+use std::sync::{LazyLock, OnceLock};
+
+use parking_lot::RwLock;
 
 use bpe_openai::Tokenizer;
 
@@ -113,8 +116,30 @@ fn force(_: &'static Tokenizer) {}
 /// cheaper than a BPE pass over the piece. Shorter texts would mostly pay for inserts.
 const MEMO_MIN_BYTES: usize = 512;
 
+/// Texts at least this long have their counts remembered process-wide: an agent re-sends its
+/// system prompt and history with every call, and a hash of a message is far cheaper than a BPE
+/// pass over it.
+const CACHE_MIN_BYTES: usize = 64;
+/// Remembered counts at most; past this the cache starts over (a few hundred KiB).
+const CACHE_CAPACITY: usize = 16_384;
+
+/// `(vocabulary, seeded hash of the text, its length)` → tokens. The hash is seeded per process,
+/// so end users cannot choose texts that collide; a false hit needs a 64-bit collision between
+/// two texts of equal length.
+type CountKey = (u8, u64, usize);
+
+static SEED: LazyLock<foldhash::fast::RandomState> = LazyLock::new(Default::default);
+static COUNTS: LazyLock<RwLock<HashMap<CountKey, u64, foldhash::fast::RandomState>>> =
+    LazyLock::new(Default::default);
+
+/// Forgets every remembered count (benchmarks measure cold counting with it).
+pub fn clear_count_cache() {
+    COUNTS.write().clear();
+}
+
 /// Counts texts with one vocabulary.
 struct Counter<'t> {
+    vocab: u8,
     tokenizer: &'static Tokenizer,
     /// Piece → tokens. The std hasher is kept (rather than a faster, predictable one) because
     /// the text comes from end users, who must not be able to make lookups slow by collisions.
@@ -122,14 +147,32 @@ struct Counter<'t> {
 }
 
 impl<'t> Counter<'t> {
-    fn new(tokenizer: &'static Tokenizer) -> Self {
+    fn new(vocab: u8, tokenizer: &'static Tokenizer) -> Self {
         Self {
+            vocab,
             tokenizer,
             memo: HashMap::new(),
         }
     }
 
     fn count(&mut self, text: &'t str) -> u64 {
+        if text.len() < CACHE_MIN_BYTES {
+            return self.tokenizer.count(text) as u64;
+        }
+        let key = (self.vocab, SEED.hash_one(text), text.len());
+        if let Some(n) = COUNTS.read().get(&key) {
+            return *n;
+        }
+        let n = self.count_uncached(text);
+        let mut counts = COUNTS.write();
+        if counts.len() >= CACHE_CAPACITY {
+            counts.clear();
+        }
+        counts.insert(key, n);
+        n
+    }
+
+    fn count_uncached(&mut self, text: &'t str) -> u64 {
         if text.len() < MEMO_MIN_BYTES {
             return self.tokenizer.count(text) as u64;
         }
@@ -158,16 +201,16 @@ impl<'t> Counter<'t> {
 fn count_texts(encoding: Encoding, texts: &[&str]) -> u64 {
     match encoding {
         Encoding::O200kBase => {
-            let mut o = Counter::new(bpe_openai::o200k_base());
+            let mut o = Counter::new(0, bpe_openai::o200k_base());
             texts.iter().map(|t| o.count(t)).sum()
         }
         Encoding::Cl100kBase => {
-            let mut c = Counter::new(bpe_openai::cl100k_base());
+            let mut c = Counter::new(1, bpe_openai::cl100k_base());
             texts.iter().map(|t| c.count(t)).sum()
         }
         Encoding::Conservative => {
-            let mut o = Counter::new(bpe_openai::o200k_base());
-            let mut c = Counter::new(bpe_openai::cl100k_base());
+            let mut o = Counter::new(0, bpe_openai::o200k_base());
+            let mut c = Counter::new(1, bpe_openai::cl100k_base());
             texts.iter().map(|t| o.count(t).max(c.count(t))).sum()
         }
     }
@@ -300,6 +343,32 @@ fn strip_prefix_ci<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn remembered_counts_equal_fresh_ones() {
+        let texts = [
+            "A system prompt that every call of an agent sends again, long enough to be remembered.",
+            "Another message of the history, also past the sixty-four byte threshold of the cache.",
+        ];
+        for encoding in [
+            Encoding::O200kBase,
+            Encoding::Cl100kBase,
+            Encoding::Conservative,
+        ] {
+            let first: Vec<u64> = texts.iter().map(|t| count_tokens(encoding, t)).collect();
+            let again: Vec<u64> = texts.iter().map(|t| count_tokens(encoding, t)).collect();
+            clear_count_cache();
+            let fresh: Vec<u64> = texts.iter().map(|t| count_tokens(encoding, t)).collect();
+            assert_eq!(first, again);
+            assert_eq!(first, fresh);
+        }
+        // The two vocabularies are remembered apart.
+        let text = "日本語のテキストは二つの語彙で数が違うので、キャッシュは語彙ごとに分けておく必要がある。";
+        assert_ne!(
+            count_tokens(Encoding::O200kBase, text),
+            count_tokens(Encoding::Cl100kBase, text)
+        );
+    }
 
     #[test]
     fn model_families_map_to_their_encoding() {
