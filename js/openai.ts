@@ -174,6 +174,7 @@ function meteredCall(
     sent = capped(endpoint, request, admission.maxOutputTokens);
   }
 
+  call.abortedBeforeSend = (options as { signal?: AbortSignal } | null | undefined)?.signal?.aborted === true;
   let result: unknown;
   try {
     result = create.call(resource, sent, options);
@@ -297,6 +298,8 @@ class Call {
   #done = false;
   /** Chat streams: hide the usage-only chunk we asked for. */
   hideUsageChunk = false;
+  /** The caller's signal was already aborted when the call was made: nothing was sent. */
+  abortedBeforeSend = false;
   /** The APIPromise's own parseResponse and _thenUnwrap. */
   original: APIPromiseLike["parseResponse"] | undefined;
   thenUnwrap: APIPromiseLike["_thenUnwrap"] | undefined;
@@ -375,12 +378,17 @@ class Call {
 
   /** The request failed without a usable response. */
   rejected(err: unknown): void {
-    // An HTTP status means the provider answered with an error before generating: release.
-    // Anything else (connection error, timeout, abort) may have been billed: settle at the
-    // reservation.
-    if (typeof (err as { status?: unknown } | null)?.status === "number") this.failed();
-    else this.unknown();
+    // An HTTP status means the provider answered with an error before generating, and a request
+    // that never left this process (aborted before it was sent, connection refused, no DNS)
+    // reached no provider: release. Anything else (timeout, reset, abort in flight) may have
+    // been billed: settle at the reservation.
+    if (typeof (err as { status?: unknown } | null)?.status === "number" || this.abortedBeforeSend || neverSent(err)) {
+      this.failed();
+    } else {
+      this.unknown();
+    }
   }
+
 
   /**
    * A parse path produced `value`; returns it unchanged (a Stream is instrumented in place).
@@ -585,4 +593,19 @@ function webSearchCalls(output: unknown): unknown[] | undefined {
     if ((item as Body | null)?.type === "web_search_call") (found ??= []).push(item);
   }
   return found;
+}
+
+/** Network errors that mean the request never reached a server. */
+const NEVER_SENT = new Set(["ECONNREFUSED", "ENOTFOUND", "EAI_AGAIN", "EHOSTUNREACH", "ENETUNREACH"]);
+
+/** Whether `err` (openai's APIConnectionError wraps fetch's TypeError, which wraps the socket
+ * error) says the connection was never made. */
+function neverSent(err: unknown): boolean {
+  let cause: unknown = err;
+  for (let depth = 0; depth < 4 && cause !== null && typeof cause === "object"; depth++) {
+    const code = (cause as { code?: unknown }).code;
+    if (typeof code === "string" && NEVER_SENT.has(code)) return true;
+    cause = (cause as { cause?: unknown }).cause;
+  }
+  return false;
 }

@@ -428,6 +428,8 @@ impl Guard {
     /// Storage failures.
     pub fn spend(&self) -> Result<Vec<BudgetStatus>> {
         self.reporter.flush();
+        // Reservations past their TTL count as spent now, not at the next reservation.
+        self.ledger.expire()?;
         self.ledger.status()
     }
 
