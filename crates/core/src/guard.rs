@@ -337,12 +337,27 @@ impl Guard {
                 .unwrap_or_default(),
             model: est.model.clone(),
         };
-        let r = self.ledger.reserve(&ReserveRequest {
+        let request = ReserveRequest {
             call: &call,
             amount: estimated,
             policy,
             ttl_ms: Some(self.ttl_ms),
-        })?;
+        };
+        let mut r = self.ledger.reserve(&request);
+        // Settlements still queued hold money the ledger will refund in a moment. Before refusing
+        // (or capping) a call because of them, apply them and look again: a sequential agent
+        // must not be refused for its previous call's unsettled reservation. Only this path
+        // waits, and only when something is queued.
+        let short =
+            matches!(r, Err(Error::BudgetExceeded(_))) || r.as_ref().is_ok_and(|r| r.capped);
+        if short && self.reporter.has_pending() {
+            if let Ok(capped) = &r {
+                self.ledger.release(&capped.id)?;
+            }
+            self.reporter.flush();
+            r = self.ledger.reserve(&request);
+        }
+        let r = r?;
         let max_output_tokens = if r.capped {
             model
                 .max_output_within(input_tokens, r.amount, &context, now)

@@ -77,6 +77,8 @@ struct Queue {
 #[derive(Default)]
 struct QueueState {
     messages: Vec<Message>,
+    /// The thread is applying a batch it took off the queue.
+    busy: bool,
     closed: bool,
 }
 
@@ -134,6 +136,13 @@ impl Reporter {
         self.push(Message::Settle(Box::new(job)))
     }
 
+    /// Whether settlements are queued or being applied.
+    #[must_use]
+    pub fn has_pending(&self) -> bool {
+        let st = self.queue.state.lock();
+        !st.messages.is_empty() || st.busy
+    }
+
     /// Waits until every settlement queued before this call has been applied.
     pub fn flush(&self) {
         let (done_tx, done_rx) = mpsc::channel();
@@ -176,6 +185,7 @@ fn run(queue: &Queue, ledger: &dyn Ledger, clock: &SharedClock, sink: &SharedSin
                 // Let the rest of a burst arrive: one batch, one ledger transaction.
                 queue.ready.wait_for(&mut st, LINGER);
             }
+            st.busy = true;
             std::mem::take(&mut st.messages)
         };
         for m in batch {
@@ -190,6 +200,7 @@ fn run(queue: &Queue, ledger: &dyn Ledger, clock: &SharedClock, sink: &SharedSin
             }
         }
         apply(&mut jobs, ledger, clock, sink);
+        queue.state.lock().busy = false;
         for w in waiting.drain(..) {
             let _ = w.send(());
         }
