@@ -119,7 +119,7 @@ const MEMO_MIN_BYTES: usize = 512;
 /// Texts at least this long have their counts remembered process-wide: an agent re-sends its
 /// system prompt and history with every call, and a hash of a message is far cheaper than a BPE
 /// pass over it.
-const CACHE_MIN_BYTES: usize = 64;
+const CACHE_MIN_BYTES: usize = 8;
 /// Remembered counts at most; past this the cache starts over (a few hundred KiB).
 const CACHE_CAPACITY: usize = 16_384;
 

@@ -27,6 +27,9 @@ const SWEEP_EVERY_MS: i64 = 1_000;
 /// finishes each call once; duplicates come from retries within seconds). Five minutes keeps a
 /// process making 100 calls a second at about 30,000 remembered ids.
 const KEEP_ENDED_MS: i64 = 5 * 60_000;
+/// Ended reservations remembered at most, whatever their age: a very busy process keeps the
+/// last 50,000 (a few MiB) rather than five minutes' worth.
+const MAX_ENDED: usize = 50_000;
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 struct CounterKey {
@@ -124,20 +127,24 @@ impl State {
         }
         // Ended reservations are remembered for a while so a duplicate settle is recognised,
         // then forgotten so memory stays bounded.
-        while let Some((at, _)) = self.ended.front() {
-            if *at > now_ms.saturating_sub(KEEP_ENDED_MS) {
-                break;
-            }
-            if let Some((_, id)) = self.ended.pop_front() {
-                self.reservations.remove(&id);
-            }
-        }
+        self.forget_ended(now_ms);
         // Windows that ended with nothing held are history; the in-memory ledger keeps only
         // what can still change a decision.
         self.counters
             .retain(|_, c| c.ends_at_ms > now_ms || !c.reserved.is_zero());
         self.next_sweep_ms = now_ms + SWEEP_EVERY_MS;
         expired
+    }
+
+    fn forget_ended(&mut self, now_ms: i64) {
+        while let Some((at, _)) = self.ended.front() {
+            if *at > now_ms.saturating_sub(KEEP_ENDED_MS) && self.ended.len() <= MAX_ENDED {
+                break;
+            }
+            if let Some((_, id)) = self.ended.pop_front() {
+                self.reservations.remove(&id);
+            }
+        }
     }
 
     fn end(&mut self, id: &str, actual: Option<NanoUsd>, now_ms: i64) -> Result<Settlement> {
@@ -153,12 +160,21 @@ impl State {
                 actual,
             } => {
                 apply(&mut self.counters, &held.counters, math);
-                if held.ended.is_none() {
+                let first_end = held.ended.is_none();
+                held.ended = Some((outcome, actual));
+                // Only an expired reservation can still move its counters (a late settlement).
+                if outcome != Outcome::Expired {
+                    held.counters = Vec::new();
+                }
+                let report = SettleMath::report(held.amount, actual, outcome, true);
+                if first_end {
                     self.expiry.remove(&(held.expires_at_ms, id.to_owned()));
                     self.ended.push_back((now_ms, id.to_owned()));
+                    if self.ended.len() > MAX_ENDED {
+                        self.forget_ended(now_ms);
+                    }
                 }
-                held.ended = Some((outcome, actual));
-                Ok(SettleMath::report(held.amount, actual, outcome, true))
+                Ok(report)
             }
         }
     }
