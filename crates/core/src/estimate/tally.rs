@@ -1,7 +1,7 @@
 //! The running count of one request, and the counters the three endpoints share: message
 //! framing, media, JSON values and tool schemas.
 
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use super::media::{self, ImageCost};
 use super::tokenizer::{Encoding, count_tokens};
