@@ -5,6 +5,10 @@
 
 mod common;
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
 use axum::http::StatusCode;
 use common::{Server, budget, project, reserve_body, send, spend_of};
 use serde_json::json;
@@ -102,6 +106,111 @@ async fn race(a: &Server, b: &Server) {
             (Some(0), Some(K * (AMOUNT / 3)))
         );
     }
+}
+
+/// Reservations with a short TTL, settled early, late (after expiry) or never, while both
+/// instances' sweepers run: every reservation ends once, and the books come out exact whatever
+/// the timing: settled calls count their actual cost, unsettled ones their reserved amount.
+async fn settle_and_expire_race(a: &Server, b: &Server) {
+    let (p, key) = project(a).await;
+    budget(
+        a,
+        &p,
+        json!({"name": "all", "limit_usd": 1000, "window": "total"}),
+    )
+    .await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let sweepers: Vec<_> = [a.state.store.clone(), b.state.store.clone()]
+        .into_iter()
+        .map(|store| {
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                while !stop.load(Ordering::Relaxed) {
+                    store.expire().await.unwrap();
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            })
+        })
+        .collect();
+    let apps = [a.app.clone(), b.app.clone()];
+    let mut tasks = Vec::new();
+    for client in 0..CLIENTS {
+        let apps = apps.clone();
+        let key = key.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut expected = 0;
+            for call in 0..4 {
+                let app = &apps[(client + call) % 2];
+                let mut body = reserve_body(AMOUNT);
+                body["ttl_ms"] = json!(30);
+                let (st, r) = send(app, "POST", "/v1/reserve", Some(&key), Some(&body)).await;
+                assert_eq!(st, StatusCode::OK, "{r}");
+                let settle = json!({"items": [{"id": r["id"], "actual_nanos": AMOUNT / 4}]});
+                match (client + call) % 3 {
+                    0 => expected += AMOUNT, // never settled: expires at its amount
+                    1 => {
+                        let (st, v) = send(
+                            &apps[call % 2],
+                            "POST",
+                            "/v1/settle",
+                            Some(&key),
+                            Some(&settle),
+                        )
+                        .await;
+                        assert_eq!(st, StatusCode::OK, "{v}");
+                        expected += AMOUNT / 4;
+                    }
+                    _ => {
+                        // Late: usually after expiry, which the settlement then corrects.
+                        tokio::time::sleep(Duration::from_millis(40)).await;
+                        let (st, v) = send(
+                            &apps[call % 2],
+                            "POST",
+                            "/v1/settle",
+                            Some(&key),
+                            Some(&settle),
+                        )
+                        .await;
+                        assert_eq!(st, StatusCode::OK, "{v}");
+                        assert_eq!(v["results"][0]["applied"], true, "{v}");
+                        expected += AMOUNT / 4;
+                    }
+                }
+            }
+            expected
+        }));
+    }
+    let mut expected = 0;
+    for t in tasks {
+        expected += t.await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(60)).await;
+    stop.store(true, Ordering::Relaxed);
+    for s in sweepers {
+        s.await.unwrap();
+    }
+    a.state.store.expire().await.unwrap();
+    let all = spend_of(a, &key, "all", None).await;
+    assert_eq!(
+        (all["reserved_nanos"].as_i64(), all["spent_nanos"].as_i64()),
+        (Some(0), Some(expected))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sqlite_two_instances_settle_and_expire_exactly() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = common::sqlite_server_in(dir.path()).await;
+    let b = common::sqlite_server_in(dir.path()).await;
+    settle_and_expire_race(&a, &b).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_two_replicas_settle_and_expire_exactly() {
+    let Some(url) = common::pg_url() else { return };
+    let a = common::pg_server_at(&url).await;
+    let b = common::pg_server_at(&url).await;
+    settle_and_expire_race(&a, &b).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -89,7 +89,9 @@ where
         match attempt().await {
             Ok(v) => return Ok(v),
             Err(Fail::Core(e)) => return Err(e),
-            Err(Fail::Db(e)) if retryable(&e) && n < ATTEMPTS => {}
+            Err(Fail::Db(e)) if retryable(&e) && n < ATTEMPTS => {
+                tracing::debug!(error = %e, attempt = n, "transaction aborted by postgres; retrying");
+            }
             Err(Fail::Db(e)) => return Err(storage(e)),
             Err(Fail::Retry) if n < ATTEMPTS => {}
             Err(Fail::Retry) => return Err(storage("a budget kept changing concurrently")),
