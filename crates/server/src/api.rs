@@ -9,6 +9,7 @@
 //! | `POST /v1/reserve` | project | reserve; `409 budget_exceeded` when a block budget cannot take it |
 //! | `POST /v1/settle` | project | settle/release a batch, idempotent by id, one result per item |
 //! | `POST /v1/release` | project | release one reservation |
+//! | `POST /v1/extend` | project | renew a live reservation's TTL (`active: false` once it ended) |
 //! | `GET /v1/budgets`, `GET /v1/budgets/{id}` | project, admin | read budgets |
 //! | `POST /v1/budgets`, `PUT/DELETE /v1/budgets/{id}` | admin | upsert by name, update, delete |
 //! | `GET /v1/spend` | project, admin | every counter in its current window |
@@ -30,7 +31,7 @@ use bursora_core::budget::{
     Budget, BudgetSpec, CallTags, MAX_BUDGET_NAME_BYTES, MAX_TAGS, Mode, Selector, Tags,
     validate_tag_value,
 };
-use bursora_core::ledger::{BudgetStatus, Policy, Settlement};
+use bursora_core::ledger::{BudgetStatus, DEFAULT_TTL_MS, Policy, Settlement};
 use bursora_core::window::{Window, format_utc};
 use serde::{Deserialize, Deserializer};
 use serde_json::{Value, json};
@@ -55,6 +56,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/reserve", post(reserve))
         .route("/v1/settle", post(settle))
         .route("/v1/release", post(release))
+        .route("/v1/extend", post(extend))
         .route("/v1/budgets", get(list_budgets).post(upsert_budget))
         .route(
             "/v1/budgets/{id}",
@@ -320,6 +322,26 @@ async fn release(
         })
     })?;
     Ok(Json(settlement_json(&body.id, &s)))
+}
+
+#[derive(Debug, Deserialize)]
+struct ExtendBody {
+    id: String,
+    /// From now; the core's default (10 minutes) if absent.
+    ttl_ms: Option<i64>,
+}
+
+/// Renews a live reservation (a stream still running) so the sweeper does not expire it.
+async fn extend(
+    State(state): State<AppState>,
+    caller: Caller,
+    Query(param): Query<ProjectParam>,
+    Json(body): Json<ExtendBody>,
+) -> Result<Json<Value>, AppError> {
+    let project = scope(&state, &caller, param).await?;
+    let ttl_ms = body.ttl_ms.unwrap_or(DEFAULT_TTL_MS);
+    let active = state.store.extend(&project, &body.id, ttl_ms).await?;
+    Ok(Json(json!({ "id": body.id, "active": active })))
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -184,15 +184,17 @@ async fn projects_are_isolated(s: &Server) {
     .await;
     assert_eq!(st, StatusCode::OK);
     assert_eq!(v["results"][0]["error"]["code"], "not_found", "{v}");
-    let (st, _) = send(
-        &s.app,
-        "POST",
-        "/v1/release",
-        Some(&key_a),
-        Some(&json!({"id": rid})),
-    )
-    .await;
-    assert_eq!(st, StatusCode::NOT_FOUND);
+    for path in ["/v1/release", "/v1/extend"] {
+        let (st, _) = send(
+            &s.app,
+            "POST",
+            path,
+            Some(&key_a),
+            Some(&json!({"id": rid})),
+        )
+        .await;
+        assert_eq!(st, StatusCode::NOT_FOUND, "{path}");
+    }
     assert_eq!(
         spend_of(s, &key_b, "daily", None).await["reserved_nanos"],
         300
@@ -548,6 +550,60 @@ async fn fit_release_batch_overrun(s: &Server) {
         ),
         (Some(450), Some(0), Some(50))
     );
+    // Extending: a live reservation renews; an ended one says so; bad TTLs and unknown ids fail.
+    let (_, live) = send(
+        &s.app,
+        "POST",
+        "/v1/reserve",
+        Some(&key),
+        Some(&reserve_body(1)),
+    )
+    .await;
+    let (st, v) = send(
+        &s.app,
+        "POST",
+        "/v1/extend",
+        Some(&key),
+        Some(&json!({"id": live["id"], "ttl_ms": 60_000})),
+    )
+    .await;
+    assert_eq!(
+        (st, v["active"].as_bool()),
+        (StatusCode::OK, Some(true)),
+        "{v}"
+    );
+    let (st, v) = send(
+        &s.app,
+        "POST",
+        "/v1/extend",
+        Some(&key),
+        Some(&json!({"id": first["id"]})),
+    )
+    .await;
+    assert_eq!(
+        (st, v["active"].as_bool()),
+        (StatusCode::OK, Some(false)),
+        "{v}"
+    );
+    let (st, _) = send(
+        &s.app,
+        "POST",
+        "/v1/extend",
+        Some(&key),
+        Some(&json!({"id": live["id"], "ttl_ms": -1})),
+    )
+    .await;
+    assert_eq!(st, StatusCode::BAD_REQUEST);
+    let (st, _) = send(
+        &s.app,
+        "POST",
+        "/v1/extend",
+        Some(&key),
+        Some(&json!({"id": "res_unknown"})),
+    )
+    .await;
+    assert_eq!(st, StatusCode::NOT_FOUND);
+
     // Releasing an unknown id is 404.
     let (st, v) = send(
         &s.app,

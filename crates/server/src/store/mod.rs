@@ -196,6 +196,15 @@ impl Store {
         dispatch!(self.settle_batch(project, items))
     }
 
+    /// Pushes an active reservation's expiry to `ttl_ms` from now (a live stream renews it);
+    /// false if it already ended.
+    ///
+    /// # Errors
+    /// `UnknownReservation` for ids this project never issued; invalid TTLs; storage failures.
+    pub async fn extend(&self, project: &str, id: &str, ttl_ms: i64) -> Result<bool> {
+        dispatch!(self.extend(project, id, ttl_ms))
+    }
+
     /// The project's counters in their current windows.
     ///
     /// # Errors

@@ -483,6 +483,25 @@ impl PgStore {
         Ok(results)
     }
 
+    pub(super) async fn extend(&self, project: &str, id: &str, ttl_ms: i64) -> Result<bool> {
+        let ttl_ms = validate_ttl(ttl_ms)?;
+        // One statement: the row lock orders it against a concurrent settle or sweep.
+        let state: Option<String> = sqlx::query_scalar(
+            "UPDATE reservations SET expires_at_ms = CASE WHEN state = 'active' THEN $3 ELSE expires_at_ms END
+             WHERE id = $1 AND project_id = $2 RETURNING state",
+        )
+        .bind(id)
+        .bind(project)
+        .bind(now_ms().saturating_add(ttl_ms))
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(storage)?;
+        match state {
+            Some(s) => Ok(s == "active"),
+            None => Err(Error::UnknownReservation { id: id.to_owned() }),
+        }
+    }
+
     pub(super) async fn status(&self, project: &str) -> Result<Vec<BudgetStatus>> {
         let budgets = self.budgets(project).await?;
         let now = now_ms();

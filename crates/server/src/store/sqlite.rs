@@ -281,6 +281,12 @@ impl SqliteStore {
         .await
     }
 
+    pub(super) async fn extend(&self, project: &str, id: &str, ttl_ms: i64) -> Result<bool> {
+        let id = id.to_owned();
+        self.with_ledger(project, move |l| l.extend(&id, ttl_ms))
+            .await
+    }
+
     pub(super) async fn status(&self, project: &str) -> Result<Vec<BudgetStatus>> {
         self.with_ledger(project, |l| l.status()).await
     }
