@@ -200,11 +200,11 @@ async fn reserve(
 ) -> Result<Json<Value>, AppError> {
     let project = scope(&state, &caller, param).await?;
     let call = call_tags(&mut body)?;
-    let amount = amount(body.amount_nanos, body.amount_usd, "amount")?;
+    let requested = amount(body.amount_nanos, body.amount_usd, "amount")?;
     let policy = match body.policy {
         PolicyName::Block => Policy::Block,
         PolicyName::Fit => Policy::Fit {
-            min: crate::api::amount(Some(body.min_nanos.unwrap_or(0)), None, "min")?,
+            min: amount(Some(body.min_nanos.unwrap_or(0)), None, "min")?,
         },
     };
     let r = state
@@ -213,7 +213,7 @@ async fn reserve(
             &project,
             ReserveInput {
                 call,
-                amount,
+                amount: requested,
                 policy,
                 ttl_ms: body.ttl_ms,
             },
