@@ -335,6 +335,55 @@ async fn client_mistakes_are_4xx_json(s: &Server) {
         assert_eq!(st, StatusCode::BAD_REQUEST, "{body} -> {v}");
     }
 
+    // Garbage on every route that takes a body: never a 5xx, and a refusal has our error shape.
+    // (serde reads `[]` as a struct with every field absent, which `{name?}` bodies accept.)
+    let routes = [
+        ("POST", "/v1/reserve".to_owned()),
+        ("POST", "/v1/settle".to_owned()),
+        ("POST", "/v1/release".to_owned()),
+        ("POST", "/v1/extend".to_owned()),
+        ("POST", format!("/v1/budgets?project={p}")),
+        ("PUT", format!("/v1/budgets/bud_x?project={p}")),
+        ("POST", "/v1/projects".to_owned()),
+        ("POST", format!("/v1/projects/{p}/keys")),
+    ];
+    let garbage: [&[u8]; 6] = [
+        b"\x00\xff\xfe",
+        b"",
+        b"null",
+        b"[]",
+        b"{\"id\": {}}",
+        b"1e999999",
+    ];
+    for (method, path) in &routes {
+        for body in garbage {
+            let key = if path.contains("project") {
+                &s.admin
+            } else {
+                &key
+            };
+            let (st, v) = send_raw(
+                &s.app,
+                method,
+                path,
+                Some(key),
+                Some("application/json"),
+                Some(body.to_vec()),
+            )
+            .await;
+            assert!(
+                !st.is_server_error(),
+                "{method} {path} {body:?} -> {st} {v}"
+            );
+            if !st.is_success() {
+                assert!(
+                    v["error"]["code"].is_string(),
+                    "{method} {path} {body:?} -> {v}"
+                );
+            }
+        }
+    }
+
     // Unknown routes and methods.
     let (st, v) = send(&s.app, "GET", "/v1/nope", Some(&key), None).await;
     assert_eq!((st, code(&v)), (StatusCode::NOT_FOUND, "not_found"));
