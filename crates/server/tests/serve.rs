@@ -15,18 +15,32 @@ fn free_port() -> u16 {
         .port()
 }
 
-fn start(dir: &std::path::Path, port: u16) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_bursora-server"))
-        .args(["serve", "--data-dir"])
-        .arg(dir)
-        .args(["--listen", &format!("127.0.0.1:{port}")])
-        .env_remove("BURSORA_ADMIN_KEY")
-        .env_remove("BURSORA_DATABASE_URL")
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap()
+/// The server process; killed if a failing assertion leaves it running.
+struct Running(Option<Child>);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.0.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn start(dir: &std::path::Path, port: u16) -> Running {
+    Running(Some(
+        Command::new(env!("CARGO_BIN_EXE_bursora-server"))
+            .args(["serve", "--data-dir"])
+            .arg(dir)
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .env_remove("BURSORA_ADMIN_KEY")
+            .env_remove("BURSORA_DATABASE_URL")
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    ))
 }
 
 /// One HTTP/1.1 request on a fresh connection, retried until the server listens.
@@ -62,7 +76,9 @@ fn http(port: u16, method: &str, path: &str, key: &str, body: &str) -> (u16, Str
     (status, body)
 }
 
-fn terminate(mut child: Child) -> String {
+/// SIGTERM, then the exit must be clean; returns what was left on stdout.
+fn terminate(mut running: Running) -> String {
+    let mut child = running.0.take().unwrap();
     let pid = child.id().to_string();
     assert!(
         Command::new("kill")
@@ -89,7 +105,7 @@ fn serve_prints_the_admin_key_once_and_stops_on_sigterm() {
     let port = free_port();
     let mut child = start(dir.path(), port);
     let mut line = String::new();
-    BufReader::new(child.stdout.as_mut().unwrap())
+    BufReader::new(child.0.as_mut().unwrap().stdout.as_mut().unwrap())
         .read_line(&mut line)
         .unwrap();
     let admin = line.trim().rsplit(' ').next().unwrap().to_owned();
