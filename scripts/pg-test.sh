@@ -20,7 +20,13 @@ as_pg() {
 
 dir=$(mktemp -d /tmp/bursora-pg.XXXXXX)
 [ "$(id -u)" = 0 ] && chown postgres: "$dir"
-port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+# A free port: one nothing answers on (bash's /dev/tcp, so no python or netcat is needed).
+port=
+for _ in $(seq 1 50); do
+  p=$((20000 + RANDOM % 40000))
+  if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then port=$p; break; fi
+done
+[ -n "$port" ] || { echo "no free port found" >&2; exit 1; }
 
 stop() {
   as_pg "$bin/pg_ctl" -D "$dir/data" -m immediate stop >/dev/null 2>&1 || true
