@@ -1,8 +1,9 @@
 //! The one error type of the HTTP layer, and the extractors whose rejections use it.
 //!
 //! Every failure leaves as `{ "error": { "code", "message" } }` with a 4xx status when the client
-//! can fix it. Internal failures (storage) are logged with their detail and answered with a
-//! generic 500/503 body, so paths, SQL and driver messages never reach a client.
+//! can fix it. Store failures are logged with their detail and answered with a generic
+//! `503 unavailable` (usually transient: the SDK's fail mode decides what the call does), so
+//! paths, SQL and driver messages never reach a client.
 
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{FromRequest, FromRequestParts};
@@ -33,7 +34,7 @@ pub enum AppError {
     },
     /// The reservation does not fit a `block` budget (409).
     BudgetExceeded(Box<Exceeded>),
-    /// The store failed; the detail is logged, never sent.
+    /// The store failed (503); the detail is logged, never sent.
     Internal(String),
 }
 
