@@ -164,6 +164,12 @@ export interface BursoraOptions {
   unknownModel?: "fallback" | "block";
   /** Price overrides and additions, by model name, in USD per million tokens. */
   prices?: Record<string, ModelPrice>;
+  /**
+   * How long a reservation may stay open before it is settled at its reserved amount and marked
+   * `expired` (SPEC §2.5). Live streams renew theirs every half TTL while chunks arrive.
+   * Default: 600000 (10 minutes).
+   */
+  reservationTtlMs?: number;
   /** Server mode: how long a call waits for a decision before `failMode` applies. */
   decisionTimeoutMs?: number;
   /**
@@ -227,6 +233,10 @@ export interface BudgetStatus {
   reservedUsd: number;
   /** Spend beyond what was reserved (a provider ignored its limit), included in `spentUsd`. */
   overrunUsd: number;
+  /** `spentUsd` exactly, in integer nano-USD (1 USD = 1e9); the ledger counts in these. */
+  spentNanos: number;
+  /** `reservedUsd` exactly, in integer nano-USD. */
+  reservedNanos: number;
   /** When the window resets (ISO 8601, UTC); `null` for `total`. */
   resetsAt: string | null;
 }
@@ -245,7 +255,17 @@ export interface RefusingBudget {
   resetsAt: string | null;
 }
 
-/** Codes of the errors this package throws. */
+/**
+ * Codes of the errors this package throws:
+ * - `budget_exceeded` ({@link BudgetExceededError}), `budget_cutoff` ({@link BudgetCutoffError}),
+ *   `budget_unavailable` ({@link BudgetUnavailableError}), `unknown_model`
+ *   ({@link UnknownModelError}), `config` ({@link BursoraConfigError});
+ * - `invalid_input` (a plain {@link BursoraError}): the request body could not be read to
+ *   estimate its cost (e.g. no `model`), so it was not sent;
+ * - `internal`: a bug in Bursora.
+ *
+ * Refusals are rejected promises, like every openai error: `create()` itself never throws them.
+ */
 export type BursoraErrorCode =
   | "budget_exceeded"
   | "budget_cutoff"

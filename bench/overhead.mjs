@@ -1,18 +1,22 @@
 // Per-call overhead of a Bursora-wrapped OpenAI client against the bare client, in the same run.
 //
-//   npm run bench            (ROUNDS=10 PER_ROUND=2000 WARMUP=3000 npm run bench to change the counts)
+//   npm run bench            (ROUNDS=10 PER_ROUND=2000 WARMUP=3000 BENCH_OPENAI=7 npm run bench
+//                             to change the counts or measure the openai 7 client)
 //
 // The client's `fetch` answers in-process with a canned JSON body or a canned SSE body, so the
 // numbers are the client + Bursora, no network. Bare and wrapped calls alternate, so drift
 // (GC, JIT, CPU frequency) falls on both alike. "Added" is wrapped minus bare at the same
 // percentile, per round, the median over rounds. Prints a Markdown table.
 
-import OpenAI from 'openai';
-import { VERSION as OPENAI_VERSION } from 'openai/version';
 import os from 'node:os';
 import v8 from 'node:v8';
 import vm from 'node:vm';
 import { createBursora } from '../dist/index.mjs';
+
+// BENCH_OPENAI=7 measures the openai 7 client (installed as `openai-v7`) instead of 6.
+const OPENAI_PKG = process.env.BENCH_OPENAI === '7' ? 'openai-v7' : 'openai';
+const { default: OpenAI } = await import(OPENAI_PKG);
+const { VERSION: OPENAI_VERSION } = await import(`${OPENAI_PKG}/version`);
 
 const ROUNDS = Number(process.env.ROUNDS ?? 10);
 const PER_ROUND = Number(process.env.PER_ROUND ?? 2_000);
@@ -124,11 +128,14 @@ async function round(run) {
 
 // The median over rounds of each percentile (and of each round's difference): one noisy round
 // (another process on the CPU, a major GC) does not decide the result.
-async function measure(run) {
+async function warmUp(run) {
   for (let i = 0; i < WARMUP; i++) {
     await run(bare);
     await run(wrapped);
   }
+}
+
+async function measure(run) {
   const rounds = [];
   for (let r = 0; r < ROUNDS; r++) rounds.push(await round(run));
   const m = (k) => median(rounds.map((x) => x[k]));
@@ -142,6 +149,9 @@ async function measure(run) {
   };
 }
 
+// Warm every scenario first (JIT, the tokenizer tables the addon loads on first use), so the
+// memory figures cover the measured calls only.
+for (const run of Object.values(scenarios)) await warmUp(run);
 gc();
 const memStart = process.memoryUsage();
 const results = {};
@@ -155,7 +165,7 @@ const memEnd = process.memoryUsage();
 await bursora.shutdown();
 
 const total = spend.find((b) => b.name === 'bench-total');
-const calls = Object.keys(scenarios).length * (ITERATIONS + WARMUP);
+const calls = Object.keys(scenarios).length * ITERATIONS;
 const f = (x) => x.toFixed(1);
 const verdict = (added, target) => (added <= target ? 'ok' : 'OVER');
 
@@ -172,5 +182,5 @@ for (const [name, r] of Object.entries(results)) {
 }
 console.log('');
 const mib = (b) => `${b >= 0 ? '+' : ''}${(b / 2 ** 20).toFixed(1)} MiB`;
-console.log(`Memory over the measured run (after a forced GC at both ends): RSS ${(memStart.rss / 2 ** 20).toFixed(1)} → ${(memEnd.rss / 2 ** 20).toFixed(1)} MiB (${mib(memEnd.rss - memStart.rss)}), JS heap ${mib(memEnd.heapUsed - memStart.heapUsed)}, external ${mib(memEnd.external - memStart.external)}; ${calls} wrapped and ${calls} bare calls.`);
+console.log(`Memory over the measured calls (after warm-up; forced GC at both ends): RSS ${(memStart.rss / 2 ** 20).toFixed(1)} → ${(memEnd.rss / 2 ** 20).toFixed(1)} MiB (${mib(memEnd.rss - memStart.rss)}), JS heap ${mib(memEnd.heapUsed - memStart.heapUsed)}, external ${mib(memEnd.external - memStart.external)}; ${calls} wrapped and ${calls} bare calls.`);
 console.log(`Ledger after the run: ${total ? `${total.spentUsd.toFixed(6)} USD spent, ${total.reservedUsd.toFixed(6)} USD reserved` : 'bench-total missing'}; final flush() took ${flushMs.toFixed(2)} ms.`);

@@ -5,7 +5,7 @@ import type * as Api from "../index.js";
 
 type Tags = Api.Tags;
 
-export class BursoraError extends Error {
+class BursoraErrorClass extends Error {
   readonly code: Api.BursoraErrorCode;
 
   constructor(code: Api.BursoraErrorCode, message: string, options?: { cause?: unknown }) {
@@ -14,7 +14,7 @@ export class BursoraError extends Error {
   }
 }
 
-export class BudgetExceededError extends BursoraError {
+class BudgetExceededErrorClass extends BursoraErrorClass {
   declare readonly code: "budget_exceeded";
   readonly budget: Api.RefusingBudget;
   readonly tags: Tags;
@@ -36,7 +36,7 @@ export class BudgetExceededError extends BursoraError {
   }
 }
 
-export class BudgetCutoffError extends BursoraError {
+class BudgetCutoffErrorClass extends BursoraErrorClass {
   declare readonly code: "budget_cutoff";
   readonly model: string;
   readonly tags: Tags;
@@ -58,7 +58,7 @@ export class BudgetCutoffError extends BursoraError {
   }
 }
 
-export class BudgetUnavailableError extends BursoraError {
+class BudgetUnavailableErrorClass extends BursoraErrorClass {
   declare readonly code: "budget_unavailable";
 
   constructor(message: string, options?: { cause?: unknown }) {
@@ -66,7 +66,7 @@ export class BudgetUnavailableError extends BursoraError {
   }
 }
 
-export class UnknownModelError extends BursoraError {
+class UnknownModelErrorClass extends BursoraErrorClass {
   declare readonly code: "unknown_model";
   readonly model: string;
 
@@ -76,7 +76,7 @@ export class UnknownModelError extends BursoraError {
   }
 }
 
-export class BursoraConfigError extends BursoraError {
+class BursoraConfigErrorClass extends BursoraErrorClass {
   declare readonly code: "config";
 
   constructor(message: string, options?: { cause?: unknown }) {
@@ -84,18 +84,40 @@ export class BursoraConfigError extends BursoraError {
   }
 }
 
-// `name` on the prototype (not per instance): stack traces and `util.inspect` show the class,
-// and it survives minification of the bundle.
-for (const [cls, name] of [
-  [BursoraError, "BursoraError"],
-  [BudgetExceededError, "BudgetExceededError"],
-  [BudgetCutoffError, "BudgetCutoffError"],
-  [BudgetUnavailableError, "BudgetUnavailableError"],
-  [UnknownModelError, "UnknownModelError"],
-  [BursoraConfigError, "BursoraConfigError"],
-] as const) {
+// Public names on the classes and their prototypes (not per instance): stack traces and
+// `util.inspect` show them, and they survive minification of the bundle.
+const local = {
+  BursoraError: BursoraErrorClass,
+  BudgetExceededError: BudgetExceededErrorClass,
+  BudgetCutoffError: BudgetCutoffErrorClass,
+  BudgetUnavailableError: BudgetUnavailableErrorClass,
+  UnknownModelError: UnknownModelErrorClass,
+  BursoraConfigError: BursoraConfigErrorClass,
+};
+for (const [name, cls] of Object.entries(local)) {
+  Object.defineProperty(cls, "name", { value: name, configurable: true });
   Object.defineProperty(cls.prototype, "name", { value: name, writable: true, configurable: true });
 }
+
+// One set of classes per process, whichever copy of the package (ESM build, CJS build, another
+// install) loaded first, so `err instanceof BudgetExceededError` holds whichever copy threw it.
+// The key carries a version: a copy with a different error shape registers its own set.
+const REGISTRY = Symbol.for("bursora.sdk.errors.v1");
+const registry = globalThis as { [REGISTRY]?: typeof local };
+const shared = (registry[REGISTRY] ??= local);
+
+export const BursoraError = shared.BursoraError;
+export type BursoraError = BursoraErrorClass;
+export const BudgetExceededError = shared.BudgetExceededError;
+export type BudgetExceededError = BudgetExceededErrorClass;
+export const BudgetCutoffError = shared.BudgetCutoffError;
+export type BudgetCutoffError = BudgetCutoffErrorClass;
+export const BudgetUnavailableError = shared.BudgetUnavailableError;
+export type BudgetUnavailableError = BudgetUnavailableErrorClass;
+export const UnknownModelError = shared.UnknownModelError;
+export type UnknownModelError = UnknownModelErrorClass;
+export const BursoraConfigError = shared.BursoraConfigError;
+export type BursoraConfigError = BursoraConfigErrorClass;
 
 /** The `code` a native (N-API) error carries, if any. */
 export function nativeCode(err: unknown): string | undefined {

@@ -28,8 +28,11 @@ type Options = Api.BursoraOptions;
 const WINDOWS: ReadonlySet<string> = new Set(["minute", "hour", "day", "week", "month", "total"]);
 const OPTION_KEYS: ReadonlySet<string> = new Set([
   "endpoint", "apiKey", "budgets", "db", "tags", "policy", "failMode", "unknownModel", "prices",
-  "decisionTimeoutMs", "onWarning",
+  "decisionTimeoutMs", "onWarning", "reservationTtlMs",
 ]);
+
+/** SPEC §2.5: a reservation not settled within this is settled at its amount. */
+const DEFAULT_RESERVATION_TTL_MS = 10 * 60_000;
 
 /** Embedded-mode options in the exact shape the addon accepts (it rejects unknown fields). */
 interface NativeOptions {
@@ -38,6 +41,7 @@ interface NativeOptions {
   policy?: string;
   unknownModel?: string;
   prices?: Record<string, Api.ModelPrice>;
+  reservationTtlMs?: number;
 }
 
 function env(name: string): string | undefined {
@@ -142,6 +146,12 @@ function toNativeOptions(options: Options): NativeOptions {
     }
     out.prices = options.prices;
   }
+  if (options.reservationTtlMs !== undefined) {
+    if (!(nonNegative(options.reservationTtlMs, "`reservationTtlMs`") >= 1000)) {
+      throw new BursoraConfigError("`reservationTtlMs` must be at least 1000 (one second)");
+    }
+    out.reservationTtlMs = options.reservationTtlMs;
+  }
   return out;
 }
 
@@ -164,12 +174,15 @@ function defaultOnWarning(w: Api.BursoraWarning): void {
 // since their last flush are flushed, so once that flush is done the next `beforeExit` finds
 // nothing to do and the process exits — the listener never keeps the loop alive forever.
 
-const live = new Set<Guard>();
+// Weak: a guard made for one client (`wrap(client, options)`) must not outlive that client.
+const live = new Set<WeakRef<Guard>>();
 let exitHooked = false;
 
 function onBeforeExit(): void {
-  for (const guard of live) {
-    if (guard.dirty) void guard.flush().catch(() => undefined);
+  for (const ref of live) {
+    const guard = ref.deref();
+    if (guard === undefined) live.delete(ref);
+    else if (guard.dirty) void guard.flush().catch(() => undefined);
   }
 }
 
@@ -180,16 +193,20 @@ export class Guard {
   /** The guard's own default tags (`options.tags`), or null. */
   readonly defaults: TagDefaults | null;
   readonly failClosed: boolean;
+  /** A live stream renews its reservation after this long (half the reservation TTL). */
+  readonly keepAliveMs: number;
   /** Settlements were handed to the addon since the last flush. */
   dirty = false;
   readonly #onWarning: (w: Api.BursoraWarning) => void;
   #stopped = false;
+  readonly #ref = new WeakRef(this);
 
   constructor(options: Options = {}) {
     const nativeOptions = toNativeOptions(options);
     this.defaults = options.tags === undefined ? null : makeDefaults(null, options.tags, "createBursora({ tags })");
     this.failClosed = (options.failMode ?? env("BURSORA_FAIL_MODE")) === "closed";
     this.#onWarning = options.onWarning ?? defaultOnWarning;
+    this.keepAliveMs = (nativeOptions.reservationTtlMs ?? DEFAULT_RESERVATION_TTL_MS) / 2;
     try {
       this.native = new (native().NativeGuard)(JSON.stringify(nativeOptions));
     } catch (err) {
@@ -198,7 +215,7 @@ export class Guard {
     }
     // Warnings raised while building (e.g. a budget limit changed by this declaration).
     this.drainWarnings();
-    live.add(this);
+    live.add(this.#ref);
     if (!exitHooked) {
       exitHooked = true;
       process.on("beforeExit", onBeforeExit);
@@ -285,7 +302,7 @@ export class Guard {
   async shutdown(): Promise<void> {
     if (this.#stopped) return;
     this.#stopped = true;
-    live.delete(this);
+    live.delete(this.#ref);
     this.dirty = false;
     await this.native.shutdown();
     this.drainWarnings();
@@ -303,6 +320,8 @@ function toBudgetStatus(s: NativeBudgetStatus): Api.BudgetStatus {
     spentUsd: s.spentUsd,
     reservedUsd: s.reservedUsd,
     overrunUsd: s.overrunUsd,
+    spentNanos: s.spentNanos,
+    reservedNanos: s.reservedNanos,
     resetsAt: s.resetsAt ?? null,
   };
   if (s.key !== undefined && s.key !== null) status.key = s.key;

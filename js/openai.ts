@@ -62,9 +62,6 @@ interface StreamLike {
 const METER = Symbol.for("bursora.sdk.meter");
 const CALL = Symbol("bursora.call");
 
-/** Renew a live stream's reservation after half the default 10-minute TTL. */
-const KEEP_ALIVE_MS = 5 * 60_000;
-
 export function isOpenAIClient(client: unknown): client is OpenAILike {
   const c = client as Partial<OpenAILike> | null;
   return (
@@ -177,6 +174,7 @@ function meteredCall(
     sent = capped(endpoint, request, admission.maxOutputTokens);
   }
 
+  call.abortedBeforeSend = (options as { signal?: AbortSignal } | null | undefined)?.signal?.aborted === true;
   let result: unknown;
   try {
     result = create.call(resource, sent, options);
@@ -300,6 +298,8 @@ class Call {
   #done = false;
   /** Chat streams: hide the usage-only chunk we asked for. */
   hideUsageChunk = false;
+  /** The caller's signal was already aborted when the call was made: nothing was sent. */
+  abortedBeforeSend = false;
   /** The APIPromise's own parseResponse and _thenUnwrap. */
   original: APIPromiseLike["parseResponse"] | undefined;
   thenUnwrap: APIPromiseLike["_thenUnwrap"] | undefined;
@@ -378,12 +378,17 @@ class Call {
 
   /** The request failed without a usable response. */
   rejected(err: unknown): void {
-    // An HTTP status means the provider answered with an error before generating: release.
-    // Anything else (connection error, timeout, abort) may have been billed: settle at the
-    // reservation.
-    if (typeof (err as { status?: unknown } | null)?.status === "number") this.failed();
-    else this.unknown();
+    // An HTTP status means the provider answered with an error before generating, and a request
+    // that never left this process (aborted before it was sent, connection refused, no DNS)
+    // reached no provider: release. Anything else (timeout, reset, abort in flight) may have
+    // been billed: settle at the reservation.
+    if (typeof (err as { status?: unknown } | null)?.status === "number" || this.abortedBeforeSend || neverSent(err)) {
+      this.failed();
+    } else {
+      this.unknown();
+    }
   }
+
 
   /**
    * A parse path produced `value`; returns it unchanged (a Stream is instrumented in place).
@@ -417,29 +422,60 @@ class Call {
     };
   }
 
-  async *#meterStream(source: AsyncIterator<unknown>, stream: StreamLike): AsyncGenerator<unknown, void, undefined> {
-    let error: unknown = NO_ERROR;
-    try {
-      for await (const event of { [Symbol.asyncIterator]: () => source }) {
-        if (this.#take(event)) yield event;
-        if (this.#overCap()) {
-          stream.controller.abort();
-          throw new BudgetCutoffError({
-            model: String(this.#request.model),
-            tags: Object.freeze(this.#tags === null ? {} : this.#tags.entries()),
-            maxOutputTokens: this.#admission.maxOutputTokens ?? 0,
-            reservedUsd: this.#admission.reservedUsd ?? 0,
-          });
-        }
-        this.#renewIfDue();
-      }
-    } catch (err) {
-      error = err;
+  /**
+   * The metered iterator: a plain object rather than an async generator, so each chunk costs one
+   * promise reaction on top of openai's own iterator, not a generator round trip.
+   */
+  #meterStream(source: AsyncIterator<unknown>, stream: StreamLike): AsyncIterableIterator<unknown> {
+    const call = this;
+    let cutoff: BudgetCutoffError | undefined;
+    const fail = (err: unknown): never => {
+      call.#streamEnded(err);
       throw err;
-    } finally {
-      // Runs on completion, on error, and when the consumer stops early (`break` → return()).
-      this.#streamEnded(error);
-    }
+    };
+    const step = (r: IteratorResult<unknown>): IteratorResult<unknown> | Promise<IteratorResult<unknown>> => {
+      if (r.done === true) {
+        call.#streamEnded(NO_ERROR);
+        return r;
+      }
+      if (!call.#take(r.value)) return source.next().then(step, fail); // the hidden usage chunk
+      if (call.#overCap()) {
+        // Stop the provider now; this chunk is still delivered, the next pull throws.
+        stream.controller.abort();
+        cutoff = call.#cutoffError();
+        call.#streamEnded(cutoff);
+      } else {
+        call.#renewIfDue();
+      }
+      return r;
+    };
+    return {
+      next(): Promise<IteratorResult<unknown>> {
+        if (cutoff === undefined) return source.next().then(step, fail);
+        const err = cutoff;
+        const thrower = (): never => {
+          throw err;
+        };
+        return Promise.resolve(source.return?.()).then(thrower, thrower);
+      },
+      return(value?: unknown): Promise<IteratorResult<unknown>> {
+        // The consumer stopped early (`break`, a cancelled ReadableStream): count what was seen.
+        call.#streamEnded(NO_ERROR);
+        return typeof source.return === "function" ? source.return(value) : Promise.resolve({ done: true, value });
+      },
+      [Symbol.asyncIterator]() {
+        return this;
+      },
+    };
+  }
+
+  #cutoffError(): BudgetCutoffError {
+    return new BudgetCutoffError({
+      model: String(this.#request.model),
+      tags: Object.freeze(this.#tags === null ? {} : this.#tags.entries()),
+      maxOutputTokens: this.#admission.maxOutputTokens ?? 0,
+      reservedUsd: this.#admission.reservedUsd ?? 0,
+    });
   }
 
   #streamEnded(error: unknown): void {
@@ -518,7 +554,7 @@ class Call {
 
   #renewIfDue(): void {
     const now = Date.now();
-    if (now - this.#renewedAt < KEEP_ALIVE_MS) return;
+    if (now - this.#renewedAt < this.#owner.keepAliveMs) return;
     this.#renewedAt = now;
     try {
       this.#guard.keepAlive(this.#id);
@@ -557,4 +593,19 @@ function webSearchCalls(output: unknown): unknown[] | undefined {
     if ((item as Body | null)?.type === "web_search_call") (found ??= []).push(item);
   }
   return found;
+}
+
+/** Network errors that mean the request never reached a server. */
+const NEVER_SENT = new Set(["ECONNREFUSED", "ENOTFOUND", "EAI_AGAIN", "EHOSTUNREACH", "ENETUNREACH"]);
+
+/** Whether `err` (openai's APIConnectionError wraps fetch's TypeError, which wraps the socket
+ * error) says the connection was never made. */
+function neverSent(err: unknown): boolean {
+  let cause: unknown = err;
+  for (let depth = 0; depth < 4 && cause !== null && typeof cause === "object"; depth++) {
+    const code = (cause as { code?: unknown }).code;
+    if (typeof code === "string" && NEVER_SENT.has(code)) return true;
+    cause = (cause as { cause?: unknown }).cause;
+  }
+  return false;
 }

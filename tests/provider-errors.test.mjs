@@ -3,6 +3,7 @@
 
 import { describe, test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
+import net from 'node:net';
 import { startSim, costNanos } from './support/openai-sim.mjs';
 import { CLIENTS, clientFor } from './support/clients.mjs';
 import { createBursora, BursoraError, chatRequest, MODEL, probeBound, settled, spentNanos, reservedNanos, rejectionOf } from './support/sdk.mjs';
@@ -90,6 +91,39 @@ for (const { name, OpenAI } of CLIENTS) {
       const e = await settled(bursora, 'one');
       assert.equal(reservedNanos(e), 0);
       assert.equal(spentNanos(e), costNanos(sim.usages[0]));
+    });
+
+    // The request never left the process / never reached a server: the outcome is known (the
+    // provider billed nothing), so holding the caller to the full bound would drain a budget on
+    // a network outage, then block calls once it is back.
+    test('a call aborted before it was sent (signal already aborted) costs nothing', async (t) => {
+      sim.reset();
+      const bursora = createBursora({ budgets: [{ name: 'all', limitUsd: 10, window: 'day' }] });
+      t.after(() => bursora.shutdown());
+      const client = bursora.wrap(clientFor(OpenAI, sim));
+      const ac = new AbortController();
+      ac.abort();
+      const err = await rejectionOf(() => client.chat.completions.create(chatRequest(), { signal: ac.signal }));
+      assert.ok(err instanceof OpenAI.APIUserAbortError, String(err?.stack ?? err));
+      assert.equal(sim.count(), 0);
+      const e = await settled(bursora, 'all');
+      assert.equal(reservedNanos(e), 0);
+      assert.equal(spentNanos(e), 0, 'charged the full bound for a request that was never sent');
+    });
+
+    test('connection refused (nothing reached a server) costs nothing', async (t) => {
+      const srv = net.createServer();
+      await new Promise((r) => srv.listen(0, '127.0.0.1', r));
+      const { port } = srv.address();
+      await new Promise((r) => srv.close(r));
+      const bursora = createBursora({ budgets: [{ name: 'all', limitUsd: 10, window: 'day' }] });
+      t.after(() => bursora.shutdown());
+      const client = bursora.wrap(new OpenAI({ apiKey: 'sk-test', baseURL: `http://127.0.0.1:${port}/v1`, maxRetries: 0, timeout: 5000 }));
+      const err = await rejectionOf(() => client.chat.completions.create(chatRequest()));
+      assert.ok(err instanceof OpenAI.APIConnectionError, String(err?.stack ?? err));
+      const e = await settled(bursora, 'all');
+      assert.equal(reservedNanos(e), 0);
+      assert.equal(spentNanos(e), 0, 'charged the full bound for a request no server received');
     });
 
     test('no response at all (timeout): the error passes through; settled at the reservation', async (t) => {

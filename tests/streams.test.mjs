@@ -130,6 +130,39 @@ for (const { name, OpenAI } of CLIENTS) {
       assert.ok(spentNanos(e) >= low && spentNanos(e) <= low + 600, `spent ${spentNanos(e)}, expected ${low} (+600)`);
     });
 
+    test('tee() and toReadableStream() of a wrapped stream work and settle once', async (t) => {
+      sim.reset();
+      const bursora = createBursora({ budgets: [roomy()] });
+      t.after(() => bursora.shutdown());
+      const client = bursora.wrap(clientFor(OpenAI, sim));
+      const [left, right] = (await client.chat.completions.create(chatRequest({ stream: true }))).tee();
+      const text = async (s) => {
+        let out = '';
+        for await (const c of s) {
+          assert.ok(c.choices.length > 0, 'the hidden usage chunk leaked through tee()');
+          out += c.choices[0]?.delta?.content ?? '';
+        }
+        return out;
+      };
+      const [a, b] = await Promise.all([text(left), text(right)]);
+      assert.equal(a, WORDS.concat(WORDS).slice(0, 12).join(''));
+      assert.equal(b, a);
+      const readable = (await client.chat.completions.create(chatRequest({ stream: true }))).toReadableStream();
+      const reader = readable.getReader();
+      let lines = 0;
+      for (;;) {
+        const { done, value } = await reader.read();
+        if (done) break;
+        const chunk = JSON.parse(new TextDecoder().decode(value));
+        assert.ok(chunk.choices.length > 0, 'the hidden usage chunk leaked through toReadableStream()');
+        lines++;
+      }
+      assert.equal(lines, 14);
+      const e = await settled(bursora, 'roomy');
+      assert.equal(reservedNanos(e), 0);
+      assert.equal(spentNanos(e), costNanos(sim.usages[0]) + costNanos(sim.usages[1]));
+    });
+
     test('responses stream settles at response.completed usage', async (t) => {
       sim.reset();
       const bursora = createBursora({ budgets: [roomy()] });

@@ -166,6 +166,20 @@ for (const { name, OpenAI } of CLIENTS) {
       assert.equal(reservedNanos(e), 0);
     });
 
+    test('withOptions() gives a metered client; wrapping twice does not meter twice', async () => {
+      const b = await fresh();
+      const derived = client.withOptions({ timeout: 5000 });
+      assert.ok(derived instanceof OpenAI);
+      await derived.chat.completions.create(chatRequest());
+      const again = bursora.wrap(client);
+      assert.equal(again, client);
+      await again.chat.completions.create(chatRequest());
+      assert.equal(sim.count(), 2);
+      const e = await settled(bursora, b);
+      assert.equal(reservedNanos(e), 0);
+      assert.equal(spentNanos(e), costNanos(sim.usages[0]) + costNanos(sim.usages[1]));
+    });
+
     test('the request body the provider receives is the caller\'s, unchanged', async () => {
       await fresh();
       const req = chatRequest({ temperature: 0.2, user: 'u1', metadata: { a: 'b' }, n: 2 });

@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { EventEmitter } from 'node:events';
 import { startSim, costNanos } from './support/openai-sim.mjs';
 import { CLIENTS, clientFor } from './support/clients.mjs';
-import { createBursora, wrap, withTags, BudgetExceededError, chatRequest, probeBound, settled, findEntry, keyIs, spentNanos, rejectionOf } from './support/sdk.mjs';
+import { createBursora, wrap, withTags, currentTags, BudgetExceededError, chatRequest, probeBound, settled, findEntry, keyIs, spentNanos, rejectionOf } from './support/sdk.mjs';
 
 const OpenAI = CLIENTS[0].OpenAI;
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
@@ -54,7 +54,14 @@ describe('withTags', { timeout: 30_000 }, () => {
     assert.equal(sim.usages.every((u) => costNanos(u) === cost), true);
   });
 
-  test('withTags returns fn\'s value, sync or promise', async () => {
+  test('withTags returns fn\'s value, sync or promise; currentTags() shows the merged scope', async () => {
+    assert.deepEqual(currentTags(), {});
+    withTags({ a: '1', b: '1' }, () =>
+      withTags({ b: '2' }, () => {
+        assert.deepEqual(currentTags(), { a: '1', b: '2' });
+        assert.ok(Object.isFrozen(currentTags()));
+      }),
+    );
     assert.equal(withTags({ agent: 'x' }, () => 42), 42);
     assert.equal(await withTags({ agent: 'x' }, async () => 43), 43);
   });

@@ -8,7 +8,7 @@
 // Loaded lazily: importing the package (e.g. for its error classes) must not fail on a platform
 // without a prebuilt addon; the first guard or tag scope reports it instead.
 
-import type * as Binding from "./binding-types.js";
+import type * as Binding from "../../binding.js";
 import { BursoraConfigError, messageOf } from "../errors.js";
 
 export type NativeGuard = Binding.NativeGuard;

@@ -5,7 +5,7 @@ import { toNanos } from './openai-sim.mjs';
 
 export const SDK_URL = new URL('../../dist/index.mjs', import.meta.url);
 export const sdk = await import(SDK_URL.href);
-export const { wrap, withTags, createBursora, BudgetExceededError, BursoraError, BursoraConfigError, UnknownModelError } = sdk;
+export const { wrap, withTags, currentTags, createBursora, BudgetExceededError, BursoraError, BursoraConfigError, UnknownModelError } = sdk;
 
 export const MODEL = 'gpt-4o-mini';
 

@@ -302,7 +302,9 @@ impl Guard {
         base_url: Option<&str>,
     ) -> Result<Admission> {
         let est = estimate(endpoint, body)?;
-        let mut model_ref = ModelRef::new(&est.model);
+        // Every endpoint here speaks OpenAI's API: price by OpenAI's table when nothing else
+        // (explicit provider, base URL, model name) identifies the provider.
+        let mut model_ref = ModelRef::new(&est.model).with_dialect("openai");
         if let Some(p) = provider {
             model_ref = model_ref.with_provider(p);
         }
@@ -335,12 +337,27 @@ impl Guard {
                 .unwrap_or_default(),
             model: est.model.clone(),
         };
-        let r = self.ledger.reserve(&ReserveRequest {
+        let request = ReserveRequest {
             call: &call,
             amount: estimated,
             policy,
             ttl_ms: Some(self.ttl_ms),
-        })?;
+        };
+        let mut r = self.ledger.reserve(&request);
+        // Settlements still queued hold money the ledger will refund in a moment. Before refusing
+        // (or capping) a call because of them, apply them and look again: a sequential agent
+        // must not be refused for its previous call's unsettled reservation. Only this path
+        // waits, and only when something is queued.
+        let short =
+            matches!(r, Err(Error::BudgetExceeded(_))) || r.as_ref().is_ok_and(|r| r.capped);
+        if short && self.reporter.has_pending() {
+            if let Ok(capped) = &r {
+                self.ledger.release(&capped.id)?;
+            }
+            self.reporter.flush();
+            r = self.ledger.reserve(&request);
+        }
+        let r = r?;
         let max_output_tokens = if r.capped {
             model
                 .max_output_within(input_tokens, r.amount, &context, now)
@@ -426,6 +443,8 @@ impl Guard {
     /// Storage failures.
     pub fn spend(&self) -> Result<Vec<BudgetStatus>> {
         self.reporter.flush();
+        // Reservations past their TTL count as spent now, not at the next reservation.
+        self.ledger.expire()?;
         self.ledger.status()
     }
 

@@ -5,11 +5,11 @@
 //! everything handed over before it has been applied; `shutdown()` flushes and stops the thread.
 
 use std::sync::Arc;
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::sync::mpsc::{self, Sender};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use parking_lot::Mutex;
+use parking_lot::{Condvar, Mutex};
 
 use crate::clock::SharedClock;
 use crate::estimate::{count_tokens, encoding_for_model};
@@ -65,9 +65,29 @@ enum Message {
     Flush(Sender<()>),
 }
 
+/// The queue between callers and the reporter thread. Callers never wake the thread for every
+/// job (a futex wake per call costs more than the rest of the call): only the job that finds the
+/// queue empty does, and the thread then lingers briefly so a burst settles as one batch.
+#[derive(Default)]
+struct Queue {
+    state: Mutex<QueueState>,
+    ready: Condvar,
+}
+
+#[derive(Default)]
+struct QueueState {
+    messages: Vec<Message>,
+    /// The thread is applying a batch it took off the queue.
+    busy: bool,
+    closed: bool,
+}
+
+/// How long the reporter lets a burst accumulate before it settles it.
+const LINGER: Duration = Duration::from_millis(1);
+
 /// Handle to the reporter thread.
 pub struct Reporter {
-    tx: Mutex<Option<Sender<Message>>>,
+    queue: Arc<Queue>,
     thread: Mutex<Option<JoinHandle<()>>>,
 }
 
@@ -84,35 +104,49 @@ impl Reporter {
     /// If the OS cannot start a thread.
     #[must_use]
     pub fn start(ledger: Arc<dyn Ledger>, clock: SharedClock, sink: SharedSink) -> Self {
-        let (tx, rx) = mpsc::channel();
+        let queue = Arc::new(Queue::default());
+        let q = queue.clone();
         let thread = std::thread::Builder::new()
             .name("bursora-reporter".into())
-            .spawn(move || run(&rx, &*ledger, &clock, &sink))
+            .spawn(move || run(&q, &*ledger, &clock, &sink))
             .expect("the OS could not start the bursora reporter thread");
         Self {
-            tx: Mutex::new(Some(tx)),
+            queue,
             thread: Mutex::new(Some(thread)),
         }
     }
 
-    /// Queues a settlement; never blocks. Returns false after shutdown (the caller then settles
-    /// inline or drops it; the reservation's TTL covers it either way).
+    fn push(&self, message: Message) -> bool {
+        let mut st = self.queue.state.lock();
+        if st.closed {
+            return false;
+        }
+        let wake = st.messages.is_empty() || matches!(message, Message::Flush(_));
+        st.messages.push(message);
+        drop(st);
+        if wake {
+            self.queue.ready.notify_one();
+        }
+        true
+    }
+
+    /// Queues a settlement; never blocks on the ledger. Returns false after shutdown (the
+    /// reservation's TTL then settles it at its reserved amount).
     pub fn send(&self, job: Job) -> bool {
-        self.tx
-            .lock()
-            .as_ref()
-            .is_some_and(|tx| tx.send(Message::Settle(Box::new(job))).is_ok())
+        self.push(Message::Settle(Box::new(job)))
+    }
+
+    /// Whether settlements are queued or being applied.
+    #[must_use]
+    pub fn has_pending(&self) -> bool {
+        let st = self.queue.state.lock();
+        !st.messages.is_empty() || st.busy
     }
 
     /// Waits until every settlement queued before this call has been applied.
     pub fn flush(&self) {
         let (done_tx, done_rx) = mpsc::channel();
-        let sent = self
-            .tx
-            .lock()
-            .as_ref()
-            .is_some_and(|tx| tx.send(Message::Flush(done_tx)).is_ok());
-        if sent {
+        if self.push(Message::Flush(done_tx)) {
             let _ = done_rx.recv();
         }
     }
@@ -120,7 +154,8 @@ impl Reporter {
     /// Flushes, then stops the thread. Idempotent.
     pub fn shutdown(&self) {
         self.flush();
-        drop(self.tx.lock().take());
+        self.queue.state.lock().closed = true;
+        self.queue.ready.notify_one();
         if let Some(thread) = self.thread.lock().take() {
             let _ = thread.join();
         }
@@ -133,34 +168,42 @@ impl Drop for Reporter {
     }
 }
 
-fn run(rx: &Receiver<Message>, ledger: &dyn Ledger, clock: &SharedClock, sink: &SharedSink) {
+fn run(queue: &Queue, ledger: &dyn Ledger, clock: &SharedClock, sink: &SharedSink) {
     let mut jobs: Vec<Job> = Vec::new();
     let mut waiting: Vec<Sender<()>> = Vec::new();
     loop {
-        // Block for the first message, then take whatever else is already queued.
-        match rx.recv_timeout(Duration::from_secs(3600)) {
-            Ok(m) => take(m, &mut jobs, &mut waiting),
-            Err(RecvTimeoutError::Timeout) => continue,
-            Err(RecvTimeoutError::Disconnected) => break,
-        }
-        while jobs.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(m) => take(m, &mut jobs, &mut waiting),
-                Err(_) => break,
+        let batch = {
+            let mut st = queue.state.lock();
+            while st.messages.is_empty() && !st.closed {
+                queue.ready.wait(&mut st);
+            }
+            if st.messages.is_empty() && st.closed {
+                break;
+            }
+            let flushing = st.messages.iter().any(|m| matches!(m, Message::Flush(_)));
+            if !flushing && !st.closed {
+                // Let the rest of a burst arrive: one batch, one ledger transaction.
+                queue.ready.wait_for(&mut st, LINGER);
+            }
+            st.busy = true;
+            std::mem::take(&mut st.messages)
+        };
+        for m in batch {
+            match m {
+                Message::Settle(job) => {
+                    jobs.push(*job);
+                    if jobs.len() >= MAX_BATCH {
+                        apply(&mut jobs, ledger, clock, sink);
+                    }
+                }
+                Message::Flush(done) => waiting.push(done),
             }
         }
         apply(&mut jobs, ledger, clock, sink);
+        queue.state.lock().busy = false;
         for w in waiting.drain(..) {
             let _ = w.send(());
         }
-    }
-    apply(&mut jobs, ledger, clock, sink);
-}
-
-fn take(m: Message, jobs: &mut Vec<Job>, waiting: &mut Vec<Sender<()>>) {
-    match m {
-        Message::Settle(job) => jobs.push(*job),
-        Message::Flush(done) => waiting.push(done),
     }
 }
 

@@ -722,6 +722,50 @@ fn corpus() -> Vec<Value> {
         "input": "明日の10時に歯医者の予定を入れて。"}),
     );
 
+    add(
+        "responses-function-output-parts".into(),
+        "responses",
+        json!({"model": "gpt-4.1", "tools": [responses_tool(&calendar_tool())], "input": [
+            {"role": "user", "content": "Schedule the review and tell me what you booked."},
+            {"type": "function_call", "call_id": "call_9", "name": "create_event", "arguments": "{\"title\":\"Review\",\"start\":\"2026-11-24T09:00:00+01:00\",\"attendees\":[\"ana@example.com\"]}"},
+            {"type": "function_call_output", "call_id": "call_9", "output": [
+                {"type": "input_text", "text": "{\"ok\": true, \"id\": \"evt_42\"}"},
+                {"type": "input_text", "text": "Calendar: Work — 予定を追加しました。"}
+            ]}
+        ]}),
+    );
+    let mut conversation = vec![json!({"role": "system", "content": "You are terse."})];
+    for turn in 0..15 {
+        conversation.push(json!({"role": "user", "content": [{"type": "input_text", "text": text(&mut rng, 1 + turn % 4)}]}));
+        conversation.push(json!({"type": "message", "role": "assistant", "content": [{"type": "output_text", "text": text(&mut rng, 2), "annotations": []}]}));
+    }
+    add(
+        "responses-conversation-30".into(),
+        "responses",
+        json!({"model": "gpt-5-mini", "instructions": "Answer in the user's language.", "input": conversation, "max_output_tokens": 800}),
+    );
+    add(
+        "responses-everything".into(),
+        "responses",
+        json!({"model": "gpt-4o", "instructions": text(&mut rng, 2),
+            "tools": [responses_tool(&weather_tool()), responses_tool(&no_param_tool())],
+            "tool_choice": {"type": "function", "name": "get_current_weather"},
+            "input": [{"role": "developer", "content": "Use metric units."}, {"role": "user", "content": text(&mut rng, 3)}],
+            "text": {"format": {"type": "json_schema", "name": "report", "description": "A weather report.", "strict": true,
+                "schema": {"type": "object", "properties": {"summary": {"type": "string"}, "celsius": {"type": "number"}},
+                    "required": ["summary", "celsius"], "additionalProperties": false}}},
+            "max_output_tokens": 300, "stream": true, "service_tier": "flex"}),
+    );
+    add(
+        "responses-code".into(),
+        "responses",
+        json!({"model": "gpt-5", "input": [{"role": "user", "content": [
+            {"type": "input_text", "text": "Review this code:"},
+            {"type": "input_text", "text": SNIPPETS[11].repeat(20)},
+            {"type": "input_text", "text": SNIPPETS[12].repeat(20)}
+        ]}]}),
+    );
+
     // Embeddings.
     add(
         "embeddings-string".into(),
@@ -748,6 +792,16 @@ fn corpus() -> Vec<Value> {
         "embeddings-cjk-long".into(),
         "embeddings",
         json!({"model": "text-embedding-3-small", "input": [text(&mut rng, 80), "単語", "🎉"]}),
+    );
+    add(
+        "embeddings-many-short".into(),
+        "embeddings",
+        json!({"model": "text-embedding-3-large", "input": SNIPPETS.iter().map(|s| s.chars().take(12).collect::<String>()).collect::<Vec<_>>()}),
+    );
+    add(
+        "embeddings-long-token-array".into(),
+        "embeddings",
+        json!({"model": "text-embedding-3-small", "input": (0..1000u32).map(|i| (i * 7919) % 100_000).collect::<Vec<_>>()}),
     );
     out
 }
@@ -821,6 +875,30 @@ fn every_request_is_an_upper_bound_within_ten_percent() {
         corpus.len(),
         failures.join("\n")
     );
+}
+
+/// A model we do not know is counted with both vocabularies: its estimate bounds the reference
+/// of an o200k model and of a cl100k model alike.
+#[test]
+fn unknown_models_bound_both_vocabularies() {
+    for entry in load_corpus() {
+        let endpoint_name = entry["endpoint"].as_str().unwrap();
+        let mut body = entry["body"].clone();
+        body["model"] = json!("acme-chat-large");
+        let e = estimate(endpoint(endpoint_name), &body).unwrap();
+        assert_eq!(e.encoding, Encoding::Conservative);
+        let text = e.input_tokens - e.image_tokens - e.audio_tokens - e.file_tokens;
+        // The reference only takes the vocabulary from the model, for embeddings too.
+        for known in ["gpt-4o", "gpt-4"] {
+            body["model"] = json!(known);
+            let truth = reference(endpoint_name, &body);
+            assert!(
+                text >= truth,
+                "{} as {known}: estimate {text} < reference {truth}",
+                entry["name"]
+            );
+        }
+    }
 }
 
 #[test]

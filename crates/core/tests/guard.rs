@@ -261,3 +261,40 @@ fn malformed_bodies_are_invalid_input() {
         assert_eq!(e.code(), "invalid_input", "{body}");
     }
 }
+
+#[test]
+fn openai_models_behind_a_gateway_url_are_priced_as_openai() {
+    let g = guard(json!({}));
+    let body = json!({"model": "text-embedding-3-small", "input": "hello"});
+    g.admit(
+        Endpoint::Embeddings,
+        &body,
+        &Tags::default(),
+        None,
+        Some("http://127.0.0.1:9999/v1"),
+    )
+    .unwrap();
+    assert!(g.take_warnings().iter().all(|w| w.code != "unknown_model"));
+}
+
+#[test]
+fn a_sequential_caller_is_not_refused_for_its_previous_calls_queued_settlement() {
+    // Room for one worst case (1,000 output tokens ≈ $0.0006) but not two.
+    let g = guard(json!({"budgets": [{"name": "cap", "limitUsd": 0.001, "window": "total"}]}));
+    for _ in 0..20 {
+        let a = g
+            .admit(
+                Endpoint::ChatCompletions,
+                &chat(1_000),
+                &Tags::default(),
+                None,
+                None,
+            )
+            .unwrap();
+        // The call used almost nothing; its settlement is queued for the background reporter.
+        let response = json!({"usage": {"prompt_tokens": 10, "completion_tokens": 1}});
+        g.finish(&a.id, CallEnding::Response(&response));
+    }
+    let (spent, reserved) = spent_nanos(&g, "cap");
+    assert_eq!((spent, reserved), (20 * (10 * 150 + 600), 0));
+}

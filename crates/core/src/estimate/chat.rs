@@ -9,7 +9,7 @@ use super::tally::{
 use super::{RequestOptions, kind, max_limit, opt_str, opt_u64};
 use crate::error::{Error, Result};
 
-pub(super) fn walk(body: &Map<String, Value>, t: &mut Tally) -> Result<RequestOptions> {
+pub(super) fn walk<'a>(body: &'a Map<String, Value>, t: &mut Tally<'a>) -> Result<RequestOptions> {
     let messages = match body.get("messages") {
         Some(Value::Array(messages)) => messages,
         None | Some(Value::Null) => {
@@ -63,7 +63,7 @@ pub(super) fn walk(body: &Map<String, Value>, t: &mut Tally) -> Result<RequestOp
     Ok(options)
 }
 
-fn message(i: usize, value: &Value, t: &mut Tally) -> Result<()> {
+fn message<'a>(i: usize, value: &'a Value, t: &mut Tally<'a>) -> Result<()> {
     let at = || format!("messages[{i}]");
     let Value::Object(message) = value else {
         return Err(Error::invalid(format!(
@@ -119,7 +119,7 @@ fn message(i: usize, value: &Value, t: &mut Tally) -> Result<()> {
     Ok(())
 }
 
-fn tool_call(value: &Value, t: &mut Tally, at: &dyn Fn() -> String) -> Result<()> {
+fn tool_call(value: &Value, t: &mut Tally<'_>, at: &dyn Fn() -> String) -> Result<()> {
     let Value::Object(call) = value else {
         return Err(Error::invalid(format!(
             "{} must be an object such as {{\"type\":\"function\",\"function\":{{\"name\":...,\
@@ -144,7 +144,7 @@ fn tool_call(value: &Value, t: &mut Tally, at: &dyn Fn() -> String) -> Result<()
 
 /// `tools` (and the legacy `functions`): function schemas as rendered for the model; any other
 /// tool type as its JSON.
-fn tools(body: &Map<String, Value>, t: &mut Tally) -> Result<()> {
+fn tools(body: &Map<String, Value>, t: &mut Tally<'_>) -> Result<()> {
     let mut functions = 0usize;
     for (key, nested) in [("tools", true), ("functions", false)] {
         let list = match body.get(key) {
@@ -207,7 +207,7 @@ fn choices(body: &Map<String, Value>) -> Result<u32> {
 }
 
 /// Tokens of the predicted output (`prediction.content`, a string or text parts).
-fn prediction(body: &Map<String, Value>, t: &Tally) -> Result<u64> {
+fn prediction(body: &Map<String, Value>, t: &Tally<'_>) -> Result<u64> {
     let Some(Value::Object(prediction)) = body.get("prediction") else {
         return Ok(0);
     };

@@ -8,7 +8,11 @@ use super::{kind, opt_str};
 use crate::error::{Error, Result};
 
 /// Adds a message's `content`. `at` names it for error messages (e.g. `messages[3].content`).
-pub(super) fn content(value: Option<&Value>, t: &mut Tally, at: &dyn Fn() -> String) -> Result<()> {
+pub(super) fn content<'a>(
+    value: Option<&'a Value>,
+    t: &mut Tally<'a>,
+    at: &dyn Fn() -> String,
+) -> Result<()> {
     match value {
         None | Some(Value::Null) => Ok(()),
         Some(Value::String(s)) => {
@@ -35,7 +39,7 @@ pub(super) fn content(value: Option<&Value>, t: &mut Tally, at: &dyn Fn() -> Str
 
 /// Adds one content part. Unknown part types are counted as their JSON, which bounds any
 /// rendering that does not expand them.
-fn part(value: &Value, t: &mut Tally, at: &dyn Fn() -> String) -> Result<()> {
+fn part<'a>(value: &'a Value, t: &mut Tally<'a>, at: &dyn Fn() -> String) -> Result<()> {
     let Value::Object(part) = value else {
         return Err(Error::invalid(format!(
             "{} must be a content part object such as {{\"type\":\"text\",\"text\":\"...\"}}, \
@@ -76,7 +80,11 @@ fn part(value: &Value, t: &mut Tally, at: &dyn Fn() -> String) -> Result<()> {
     Ok(())
 }
 
-fn file_fields(file: &Map<String, Value>, t: &mut Tally, at: &dyn Fn() -> String) -> Result<()> {
+fn file_fields(
+    file: &Map<String, Value>,
+    t: &mut Tally<'_>,
+    at: &dyn Fn() -> String,
+) -> Result<()> {
     let data = opt_str(file, "file_data", at)?;
     let filename = opt_str(file, "filename", at)?;
     t.file(data, filename);

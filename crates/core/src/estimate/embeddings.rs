@@ -7,7 +7,7 @@ use super::tally::Tally;
 use super::{RequestOptions, kind};
 use crate::error::{Error, Result};
 
-pub(super) fn walk(body: &Map<String, Value>, t: &mut Tally) -> Result<RequestOptions> {
+pub(super) fn walk<'a>(body: &'a Map<String, Value>, t: &mut Tally<'a>) -> Result<RequestOptions> {
     match body.get("input") {
         Some(Value::String(text)) => t.text(text),
         Some(Value::Array(items)) => {

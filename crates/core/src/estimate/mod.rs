@@ -27,7 +27,7 @@ mod tokenizer;
 
 use serde_json::{Map, Value};
 
-pub use tokenizer::{Encoding, count_tokens, encoding_for_model, preload};
+pub use tokenizer::{Encoding, clear_count_cache, count_tokens, encoding_for_model, preload};
 
 use crate::error::{Error, Result};
 use tally::Tally;
@@ -107,6 +107,10 @@ impl RequestEstimate {
 
 /// Estimates the tokens of one OpenAI request `body` for `endpoint`.
 ///
+/// Walks the body once. Texts are counted exactly with the model's vocabulary; a prompt with
+/// more than 96 KB of text is cut at places where the count cannot change and counted on up to
+/// four scoped threads, joined before this returns.
+///
 /// # Errors
 /// [`Error::InvalidInput`] when the body is not a request of that endpoint: no `model` string,
 /// `messages`/`input` of the wrong shape, a limit that is not a non-negative integer, a value
@@ -126,6 +130,7 @@ pub fn estimate(endpoint: Endpoint, body: &Value) -> Result<RequestEstimate> {
         Endpoint::Responses => responses::walk(body, &mut tally)?,
         Endpoint::Embeddings => embeddings::walk(body, &mut tally)?,
     };
+    tally.finish();
     let choices = request.choices;
     let n = u64::from(choices);
     let prediction_tokens = request.prediction.saturating_mul(n);

@@ -19,7 +19,7 @@ const CONTEXT_FEEDING_TOOLS: &[&str] = &[
     "image_generation",
 ];
 
-pub(super) fn walk(body: &Map<String, Value>, t: &mut Tally) -> Result<RequestOptions> {
+pub(super) fn walk<'a>(body: &'a Map<String, Value>, t: &mut Tally<'a>) -> Result<RequestOptions> {
     match body.get("instructions") {
         None | Some(Value::Null) => {}
         Some(Value::String(instructions)) => {
@@ -84,14 +84,14 @@ pub(super) fn walk(body: &Map<String, Value>, t: &mut Tally) -> Result<RequestOp
     Ok(options)
 }
 
-fn items_of(items: &[Value], field: &str, t: &mut Tally) -> Result<()> {
+fn items_of<'a>(items: &'a [Value], field: &str, t: &mut Tally<'a>) -> Result<()> {
     for (i, item) in items.iter().enumerate() {
         self::item(item, t, &|| format!("{field}[{i}]"))?;
     }
     Ok(())
 }
 
-fn item(value: &Value, t: &mut Tally, at: &dyn Fn() -> String) -> Result<()> {
+fn item<'a>(value: &'a Value, t: &mut Tally<'a>, at: &dyn Fn() -> String) -> Result<()> {
     let Value::Object(item) = value else {
         return Err(Error::invalid(format!(
             "{} must be an input item object such as {{\"role\":\"user\",\"content\":\"...\"}}, \
@@ -160,7 +160,7 @@ fn item(value: &Value, t: &mut Tally, at: &dyn Fn() -> String) -> Result<()> {
     Ok(())
 }
 
-fn tools(body: &Map<String, Value>, t: &mut Tally) -> Result<()> {
+fn tools(body: &Map<String, Value>, t: &mut Tally<'_>) -> Result<()> {
     let list = match body.get("tools") {
         None | Some(Value::Null) => return Ok(()),
         Some(Value::Array(list)) => list,

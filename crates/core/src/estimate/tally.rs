@@ -4,7 +4,7 @@
 use serde_json::Value;
 
 use super::media::{self, ImageCost};
-use super::tokenizer::{Encoding, count_tokens};
+use super::tokenizer::{Encoding, count_tokens, count_tokens_of_all};
 use crate::error::{Error, Result};
 
 /// Framing of every message: `<|start|>{role}<|message|>…<|end|>` less the role (OpenAI cookbook,
@@ -50,9 +50,13 @@ pub(crate) const TOOL_CALL_OVERHEAD: u64 = 4;
 ///
 /// Once per request with function tools: the header and the namespace (rendering 13, cookbook 12).
 pub(crate) const TOOLS_PREAMBLE: u64 = 13;
-/// Per function, besides its name and description: `type … = (_: {` … `}) => any;` and the
-/// description's `//` line (rendering 8 + description line 2; cookbook 7 + 1 for the `:`).
+/// Per function, besides its name, description and property list: `type … = (_: {` …
+/// `}) => any;` and the description's `//` line. With the list's 3 this is 11: rendering 9 + 2
+/// for the description line, cookbook 7 + 1 for the `:` + 3 per list. Without parameters:
+/// rendering `type … = () => any;` 6 + 2, cookbook 7 + 1.
 pub(crate) const FUNCTION_OVERHEAD: u64 = 8;
+/// The cookbook charges 3 more per function for the `cl100k_base` models (GPT-4, GPT-3.5).
+pub(crate) const CL100K_FUNCTION_EXTRA: u64 = 3;
 /// `{\n` … `}` of a property list (cookbook: 3 per list).
 pub(crate) const PROPERTIES_OVERHEAD: u64 = 3;
 /// Per property, besides its key, type and description, at the top level: `?: ,\n` and its
@@ -68,12 +72,15 @@ pub(crate) const KEYWORD_OVERHEAD: u64 = 3;
 /// A structured-output schema: `# Response Formats\n\n## {name}\n\n{schema}` and delimiters.
 pub(crate) const RESPONSE_FORMAT_OVERHEAD: u64 = 10;
 
+/// Texts at least this long are counted after the walk, all together.
+const DEFER_MIN_BYTES: usize = 1024;
+
 /// Deepest nesting we walk. OpenAI rejects schemas nested beyond 10 levels, and `serde_json`
 /// stops parsing at 128, so this only stops a hand-built `Value` from exhausting the stack.
 const MAX_DEPTH: usize = 128;
 
 /// Where a request's tokens come from, added up while walking it once.
-pub(crate) struct Tally {
+pub(crate) struct Tally<'a> {
     pub encoding: Encoding,
     image_cost: ImageCost,
     /// Text tokens, message framing included.
@@ -83,9 +90,11 @@ pub(crate) struct Tally {
     pub file_tokens: u64,
     pub images: u32,
     pub unbounded_context: bool,
+    /// Long texts, counted together by [`Self::finish`] (in parallel when large).
+    deferred: Vec<&'a str>,
 }
 
-impl Tally {
+impl<'a> Tally<'a> {
     pub fn new(model: &str, encoding: Encoding) -> Self {
         Self {
             encoding,
@@ -96,6 +105,7 @@ impl Tally {
             file_tokens: 0,
             images: 0,
             unbounded_context: false,
+            deferred: Vec::new(),
         }
     }
 
@@ -104,9 +114,20 @@ impl Tally {
         count_tokens(self.encoding, text)
     }
 
-    /// Adds the tokens of `text`.
-    pub fn text(&mut self, text: &str) {
-        self.text += self.count(text);
+    /// Adds the tokens of `text`, a text of the request. Long texts are set aside and counted
+    /// together by [`Self::finish`], which can spread a large prompt over several cores.
+    pub fn text(&mut self, text: &'a str) {
+        if text.len() >= DEFER_MIN_BYTES {
+            self.deferred.push(text);
+        } else {
+            self.text += self.count(text);
+        }
+    }
+
+    /// Counts the texts set aside by [`Self::text`]. Call once, after the walk.
+    pub fn finish(&mut self) {
+        self.text += count_tokens_of_all(self.encoding, &self.deferred);
+        self.deferred.clear();
     }
 
     /// Adds a message's framing and its role.
@@ -185,6 +206,9 @@ impl Tally {
         parameters: Option<&Value>,
     ) -> Result<()> {
         let mut sum = FUNCTION_OVERHEAD;
+        if self.encoding != Encoding::O200kBase {
+            sum += CL100K_FUNCTION_EXTRA;
+        }
         sum += name.map_or(0, |n| self.count(n)) + description.map_or(0, |d| self.count(d));
         if let Some(parameters) = parameters {
             sum += self.schema_tokens(parameters, 0, 0)?;

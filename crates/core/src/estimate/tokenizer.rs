@@ -5,6 +5,12 @@
 //! deserialized on first use behind a `LazyLock` and shared for the life of the process; call
 //! [`preload`] at start-up to keep that one-off cost (tens of milliseconds) off the first request.
 
+use std::collections::HashMap;
+use std::hash::BuildHasher;
+use std::sync::{LazyLock, OnceLock};
+
+use parking_lot::RwLock;
+
 use bpe_openai::Tokenizer;
 
 /// A tokenizer vocabulary.
@@ -86,15 +92,7 @@ pub fn encoding_for_model(model: &str) -> Encoding {
 /// `<|endoftext|>` count as the characters they are, which is how the API treats user text).
 #[must_use]
 pub fn count_tokens(encoding: Encoding, text: &str) -> u64 {
-    if text.is_empty() {
-        return 0;
-    }
-    match encoding {
-        Encoding::O200kBase => count_with(bpe_openai::o200k_base(), text),
-        Encoding::Cl100kBase => count_with(bpe_openai::cl100k_base(), text),
-        Encoding::Conservative => count_with(bpe_openai::o200k_base(), text)
-            .max(count_with(bpe_openai::cl100k_base(), text)),
-    }
+    count_texts(encoding, &[text])
 }
 
 /// Loads the vocabularies `encoding` needs now instead of on its first count. Idempotent and
@@ -113,8 +111,209 @@ pub fn preload(encoding: Encoding) {
 /// Getting the `&'static` already forced the `LazyLock`; this only names that intent.
 fn force(_: &'static Tokenizer) {}
 
-fn count_with(tokenizer: &Tokenizer, text: &str) -> u64 {
-    tokenizer.count(text) as u64
+/// Texts at least this long are counted with a memo of their pre-tokenized pieces, shared by
+/// all the texts one thread counts: prose and code repeat their words, and a hash lookup is
+/// cheaper than a BPE pass over the piece. Shorter texts would mostly pay for inserts.
+const MEMO_MIN_BYTES: usize = 512;
+
+/// Texts at least this long have their counts remembered process-wide: an agent re-sends its
+/// system prompt and history with every call, and a hash of a message is far cheaper than a BPE
+/// pass over it.
+const CACHE_MIN_BYTES: usize = 64;
+/// Remembered counts at most; past this the cache starts over (a few hundred KiB).
+const CACHE_CAPACITY: usize = 16_384;
+
+/// `(vocabulary, seeded hash of the text, its length)` → tokens. The hash is seeded per process,
+/// so end users cannot choose texts that collide; a false hit needs a 64-bit collision between
+/// two texts of equal length.
+type CountKey = (u8, u64, usize);
+
+static SEED: LazyLock<foldhash::fast::RandomState> = LazyLock::new(Default::default);
+static COUNTS: LazyLock<RwLock<HashMap<CountKey, u64, foldhash::fast::RandomState>>> =
+    LazyLock::new(Default::default);
+
+/// Forgets every remembered count (benchmarks measure cold counting with it).
+pub fn clear_count_cache() {
+    COUNTS.write().clear();
+}
+
+/// Counts texts with one vocabulary.
+struct Counter<'t> {
+    vocab: u8,
+    tokenizer: &'static Tokenizer,
+    /// Piece → tokens. The std hasher is kept (rather than a faster, predictable one) because
+    /// the text comes from end users, who must not be able to make lookups slow by collisions.
+    memo: HashMap<&'t str, u32>,
+}
+
+impl<'t> Counter<'t> {
+    fn new(vocab: u8, tokenizer: &'static Tokenizer) -> Self {
+        Self {
+            vocab,
+            tokenizer,
+            memo: HashMap::new(),
+        }
+    }
+
+    fn count(&mut self, text: &'t str) -> u64 {
+        if text.len() < CACHE_MIN_BYTES {
+            return self.tokenizer.count(text) as u64;
+        }
+        let key = (self.vocab, SEED.hash_one(text), text.len());
+        if let Some(n) = COUNTS.read().get(&key) {
+            return *n;
+        }
+        let n = self.count_uncached(text);
+        let mut counts = COUNTS.write();
+        if counts.len() >= CACHE_CAPACITY {
+            counts.clear();
+        }
+        counts.insert(key, n);
+        n
+    }
+
+    fn count_uncached(&mut self, text: &'t str) -> u64 {
+        if text.len() < MEMO_MIN_BYTES {
+            return self.tokenizer.count(text) as u64;
+        }
+        // What `Tokenizer::count` does (split, then BPE per piece), with the memo. Its NFC
+        // normalization step is off for both OpenAI vocabularies, so the text is split as is.
+        let mut total = 0u64;
+        for piece in self.tokenizer.split(text) {
+            // Every byte is a token of both vocabularies: spaces, newlines, most punctuation.
+            if piece.len() == 1 {
+                total += 1;
+                continue;
+            }
+            let bpe = &self.tokenizer.bpe;
+            let n = *self
+                .memo
+                .entry(piece)
+                .or_insert_with(|| u32::try_from(bpe.count(piece.as_bytes())).unwrap_or(u32::MAX));
+            total += u64::from(n);
+        }
+        total
+    }
+}
+
+/// Sum of the counts of `texts` on the calling thread. [`Encoding::Conservative`] takes the
+/// larger count text by text, so the result does not depend on how texts are grouped.
+fn count_texts(encoding: Encoding, texts: &[&str]) -> u64 {
+    match encoding {
+        Encoding::O200kBase => {
+            let mut o = Counter::new(0, bpe_openai::o200k_base());
+            texts.iter().map(|t| o.count(t)).sum()
+        }
+        Encoding::Cl100kBase => {
+            let mut c = Counter::new(1, bpe_openai::cl100k_base());
+            texts.iter().map(|t| c.count(t)).sum()
+        }
+        Encoding::Conservative => {
+            let mut o = Counter::new(0, bpe_openai::o200k_base());
+            let mut c = Counter::new(1, bpe_openai::cl100k_base());
+            texts.iter().map(|t| o.count(t).max(c.count(t))).sum()
+        }
+    }
+}
+
+/// Below this many bytes in all, counting stays on the calling thread: starting threads would
+/// cost more than it saves.
+const PARALLEL_MIN_BYTES: usize = 96 * 1024;
+/// Texts are cut into parts of about this size to spread them over threads.
+const PART_BYTES: usize = 16 * 1024;
+/// Counting a prompt uses at most this many threads (the caller's included).
+const MAX_THREADS: usize = 4;
+
+/// Sum of [`count_tokens`] over `texts`, the same number, but spread over up to [`MAX_THREADS`]
+/// scoped threads when the texts are large. The threads are joined before this returns; if one
+/// cannot be started, its share is counted on the calling thread.
+pub(crate) fn count_tokens_of_all(encoding: Encoding, texts: &[&str]) -> u64 {
+    let total: usize = texts.iter().map(|t| t.len()).sum();
+    if total < PARALLEL_MIN_BYTES {
+        return count_texts(encoding, texts);
+    }
+    // Cut whatever the number of threads, so that a `Conservative` count (the larger of two
+    // per part) is the same number on every machine.
+    let mut parts = Vec::with_capacity(total / PART_BYTES + texts.len());
+    for text in texts {
+        split_at_piece_boundaries(text, PART_BYTES, &mut parts);
+    }
+    let threads = parallelism().min(MAX_THREADS);
+    if threads < 2 {
+        return count_texts(encoding, &parts);
+    }
+    // Contiguous runs of parts, of about equal size, one per thread.
+    let share = total.div_ceil(threads);
+    let mut runs: Vec<&[&str]> = Vec::with_capacity(threads + 1);
+    let (mut start, mut bytes) = (0, 0);
+    for (i, part) in parts.iter().enumerate() {
+        bytes += part.len();
+        if bytes >= share {
+            runs.push(&parts[start..=i]);
+            (start, bytes) = (i + 1, 0);
+        }
+    }
+    if start < parts.len() {
+        runs.push(&parts[start..]);
+    }
+    let count_run = |run: &[&str]| count_texts(encoding, run);
+    std::thread::scope(|scope| {
+        let Some((mine, others)) = runs.split_first() else {
+            return 0;
+        };
+        let spawned: Vec<_> = others
+            .iter()
+            .map(|&run| {
+                let handle = std::thread::Builder::new()
+                    .name("bursora-count".into())
+                    .spawn_scoped(scope, move || count_run(run));
+                (run, handle)
+            })
+            .collect();
+        let mut sum = count_run(mine);
+        for (run, handle) in spawned {
+            sum += match handle {
+                Ok(handle) => handle
+                    .join()
+                    .unwrap_or_else(|p| std::panic::resume_unwind(p)),
+                Err(_) => count_run(run),
+            };
+        }
+        sum
+    })
+}
+
+fn parallelism() -> usize {
+    static CORES: OnceLock<usize> = OnceLock::new();
+    *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, usize::from))
+}
+
+/// Cuts `text` into parts of at least `part_bytes` (the last may be shorter) where both
+/// vocabularies' pre-tokenizers are sure to start a new piece, so the parts' counts add up to
+/// the whole's: right after a `\n` that is followed by a character that is neither white space
+/// nor `/`. No pre-tokenizer pattern continues a piece past a newline into such a character
+/// (newline runs, and o200k's `punctuation[\r\n/]*`, stop there), and none starts a piece
+/// with a newline followed by more. Text without such a place stays whole.
+fn split_at_piece_boundaries<'a>(text: &'a str, part_bytes: usize, out: &mut Vec<&'a str>) {
+    let mut rest = text;
+    while rest.len() > part_bytes {
+        let cut = rest.as_bytes()[part_bytes..]
+            .iter()
+            .enumerate()
+            .filter(|&(_, &b)| b == b'\n')
+            .map(|(i, _)| part_bytes + i + 1)
+            .find(|&cut| {
+                rest[cut..]
+                    .chars()
+                    .next()
+                    .is_some_and(|c| !c.is_whitespace() && c != '/')
+            });
+        let Some(cut) = cut else { break };
+        let (part, tail) = rest.split_at(cut);
+        out.push(part);
+        rest = tail;
+    }
+    out.push(rest);
 }
 
 /// The model a name refers to: `ft:gpt-4o-mini:org::id` → `gpt-4o-mini`,
@@ -144,6 +343,32 @@ fn strip_prefix_ci<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn remembered_counts_equal_fresh_ones() {
+        let texts = [
+            "A system prompt that every call of an agent sends again, long enough to be remembered.",
+            "Another message of the history, also past the sixty-four byte threshold of the cache.",
+        ];
+        for encoding in [
+            Encoding::O200kBase,
+            Encoding::Cl100kBase,
+            Encoding::Conservative,
+        ] {
+            let first: Vec<u64> = texts.iter().map(|t| count_tokens(encoding, t)).collect();
+            let again: Vec<u64> = texts.iter().map(|t| count_tokens(encoding, t)).collect();
+            clear_count_cache();
+            let fresh: Vec<u64> = texts.iter().map(|t| count_tokens(encoding, t)).collect();
+            assert_eq!(first, again);
+            assert_eq!(first, fresh);
+        }
+        // The two vocabularies are remembered apart.
+        let text = "日本語のテキストは二つの語彙で数が違うので、キャッシュは語彙ごとに分けておく必要がある。";
+        assert_ne!(
+            count_tokens(Encoding::O200kBase, text),
+            count_tokens(Encoding::Cl100kBase, text)
+        );
+    }
 
     #[test]
     fn model_families_map_to_their_encoding() {
@@ -194,5 +419,63 @@ mod tests {
         let c = count_tokens(Encoding::Cl100kBase, text);
         assert_eq!(count_tokens(Encoding::Conservative, text), o.max(c));
         assert_eq!(count_tokens(Encoding::O200kBase, ""), 0);
+    }
+
+    /// Text with every kind of seam the splitter could cut at, long enough to be split.
+    fn seams() -> String {
+        let lines = [
+            "Plain line",
+            "  indented",
+            "",
+            "\t\ttabs",
+            "ends with spaces   ",
+            "東京の天気",
+            "/path/like",
+            "!!! punctuation",
+            "12345 numbers",
+            "\u{a0}nbsp",
+            "'s contraction",
+            "🎉 emoji",
+            "x/y",
+            "Ünïcödé",
+            "\r",
+            "fn main() {}",
+            "    // comment",
+            "<|endoftext|>",
+            "Привет мир",
+            "\u{3000}ideographic",
+        ];
+        let mut s = String::new();
+        let mut i = 0usize;
+        while s.len() < 300_000 {
+            s += lines[i % lines.len()];
+            s += ["\n", "\n\n", "\r\n", ".\n", " \n", "\n/"][i % 6];
+            i += 7;
+        }
+        s
+    }
+
+    #[test]
+    fn parts_add_up_to_the_whole() {
+        let text = seams();
+        let mut parts = Vec::new();
+        split_at_piece_boundaries(&text, 1000, &mut parts);
+        assert!(parts.len() > 100);
+        assert_eq!(parts.concat(), text);
+        for encoding in [Encoding::O200kBase, Encoding::Cl100kBase] {
+            let tokenizer = match encoding {
+                Encoding::O200kBase => bpe_openai::o200k_base(),
+                _ => bpe_openai::cl100k_base(),
+            };
+            let whole = tokenizer.count(text.as_str()) as u64;
+            let sum: u64 = parts.iter().map(|p| tokenizer.count(*p) as u64).sum();
+            assert_eq!(sum, whole, "{encoding:?}");
+            // The memo and the threads change nothing either.
+            assert_eq!(count_tokens(encoding, &text), whole);
+            assert_eq!(
+                count_tokens_of_all(encoding, &[&text, "tail", &text]),
+                2 * whole + 1
+            );
+        }
     }
 }

@@ -23,9 +23,10 @@ use crate::money::NanoUsd;
 
 /// How often, at most, a reserve sweeps expired reservations and stale counters.
 const SWEEP_EVERY_MS: i64 = 1_000;
-/// How long an ended reservation is remembered (duplicate settlements arrive within seconds;
-/// an hour is ample and keeps a busy process's memory bounded).
-const KEEP_ENDED_MS: i64 = 3_600_000;
+/// How long an ended reservation is remembered, so a duplicate settle is recognised (the guard
+/// finishes each call once; duplicates come from retries within seconds). Five minutes keeps a
+/// process making 100 calls a second at about 30,000 remembered ids.
+const KEEP_ENDED_MS: i64 = 5 * 60_000;
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 struct CounterKey {

@@ -99,6 +99,10 @@ pub struct ModelRef<'a> {
     pub base_url: Option<&'a str>,
     /// The model name as the request gives it.
     pub model: &'a str,
+    /// The provider whose API dialect the client speaks (`openai` for the OpenAI client), tried
+    /// last: a client pointed at a gateway or a local server still prices `text-embedding-3-small`
+    /// as OpenAI's when nothing else identifies it.
+    pub dialect: Option<&'a str>,
 }
 
 impl<'a> ModelRef<'a> {
@@ -109,7 +113,16 @@ impl<'a> ModelRef<'a> {
             provider: None,
             base_url: None,
             model,
+            dialect: None,
         }
+    }
+
+    /// The same reference with the provider whose API dialect the client speaks, tried after
+    /// every other way of finding the provider.
+    #[must_use]
+    pub fn with_dialect(mut self, provider: &'a str) -> Self {
+        self.dialect = Some(provider);
+        self
     }
 
     /// The same reference with an explicit provider.
@@ -263,6 +276,7 @@ impl Pricer {
             provider.map(Selector::Provider),
             base_url.map(Selector::Url),
             Some(Selector::ModelName),
+            model.dialect.map(Selector::Provider),
         ];
         for selector in selectors.into_iter().flatten() {
             for name in &names {
@@ -458,7 +472,7 @@ fn cache_key(model: &ModelRef<'_>) -> String {
             + model.base_url.map_or(1, str::len)
             + 4,
     );
-    for part in [model.provider, model.base_url] {
+    for part in [model.provider, model.base_url, model.dialect] {
         match part {
             Some(text) => {
                 key.push('=');
