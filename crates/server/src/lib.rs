@@ -1,0 +1,35 @@
+//! `bursora-server`: the budget server behind the SDK's server mode (SPEC §4, §6).
+//!
+//! - [`api`]: the HTTP/JSON API under `/v1` (axum).
+//! - [`auth`]: API keys, hashed at rest, and the `Authorization: Bearer` extractor.
+//! - [`error`]: the one error type and our JSON error shape.
+//! - [`store`]: projects, keys and ledgers on SQLite (default) or Postgres.
+//! - [`sweeper`]: the background task that expires overdue reservations.
+
+pub mod api;
+pub mod auth;
+pub mod error;
+pub mod store;
+pub mod sweeper;
+
+use std::sync::Arc;
+
+pub use api::router;
+pub use store::Store;
+
+/// What every handler shares.
+#[derive(Clone, Debug)]
+pub struct AppState {
+    /// The budget store.
+    pub store: Arc<Store>,
+}
+
+impl AppState {
+    /// State over `store`.
+    #[must_use]
+    pub fn new(store: Store) -> Self {
+        Self {
+            store: Arc::new(store),
+        }
+    }
+}
