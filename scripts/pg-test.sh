@@ -2,7 +2,8 @@
 # Runs bursora-server's tests against a throwaway Postgres: installs Postgres with apt if it is
 # missing, creates a cluster in a temp directory on a free port (as the `postgres` user when run
 # as root), exports BURSORA_TEST_DATABASE_URL, runs the tests, then stops and deletes the cluster.
-# Extra arguments go to `cargo test`, e.g. `scripts/pg-test.sh race`.
+# Extra arguments go to `cargo test`, e.g. `scripts/pg-test.sh race`; `--run CMD ARGS...` runs
+# CMD instead (scripts/test.sh runs the whole suite this way).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -42,4 +43,9 @@ as_pg "$bin/pg_ctl" -D "$dir/data" -l "$dir/log" -w -s \
 as_pg "$bin/createdb" -h 127.0.0.1 -p "$port" -U postgres bursora_test
 
 export BURSORA_TEST_DATABASE_URL="postgres://postgres@127.0.0.1:$port/bursora_test"
-cargo test -p bursora-server "$@"
+if [ "${1:-}" = "--run" ]; then
+  shift
+  "$@"
+else
+  cargo test -p bursora-server "$@"
+fi
