@@ -132,6 +132,21 @@ static SEED: LazyLock<foldhash::fast::RandomState> = LazyLock::new(Default::defa
 static COUNTS: LazyLock<RwLock<HashMap<CountKey, u64, foldhash::fast::RandomState>>> =
     LazyLock::new(Default::default);
 
+fn remembered(vocab: u8, text: &str) -> Option<u64> {
+    COUNTS
+        .read()
+        .get(&(vocab, SEED.hash_one(text), text.len()))
+        .copied()
+}
+
+fn remember(vocab: u8, text: &str, n: u64) {
+    let mut counts = COUNTS.write();
+    if counts.len() >= CACHE_CAPACITY {
+        counts.clear();
+    }
+    counts.insert((vocab, SEED.hash_one(text), text.len()), n);
+}
+
 /// Forgets every remembered count (benchmarks measure cold counting with it).
 pub fn clear_count_cache() {
     COUNTS.write().clear();
@@ -159,17 +174,26 @@ impl<'t> Counter<'t> {
         if text.len() < CACHE_MIN_BYTES {
             return self.tokenizer.count(text) as u64;
         }
-        let key = (self.vocab, SEED.hash_one(text), text.len());
-        if let Some(n) = COUNTS.read().get(&key) {
-            return *n;
+        if let Some(n) = remembered(self.vocab, text) {
+            return n;
         }
         let n = self.count_uncached(text);
-        let mut counts = COUNTS.write();
-        if counts.len() >= CACHE_CAPACITY {
-            counts.clear();
-        }
-        counts.insert(key, n);
+        remember(self.vocab, text, n);
         n
+    }
+
+    /// Tokens of pre-tokenized pieces (what `count_uncached` does after splitting).
+    fn count_pieces(&mut self, pieces: &[&'t str]) -> u64 {
+        let bpe = &self.tokenizer.bpe;
+        pieces
+            .iter()
+            .map(|&piece| {
+                let n = *self.memo.entry(piece).or_insert_with(|| {
+                    u32::try_from(bpe.count(piece.as_bytes())).unwrap_or(u32::MAX)
+                });
+                u64::from(n)
+            })
+            .sum()
     }
 
     fn count_uncached(&mut self, text: &'t str) -> u64 {
@@ -256,6 +280,14 @@ pub(crate) fn count_tokens_of_all(encoding: Encoding, texts: &[&str]) -> u64 {
     if start < parts.len() {
         runs.push(&parts[start..]);
     }
+    let single = match encoding {
+        Encoding::O200kBase => Some((0u8, bpe_openai::o200k_base())),
+        Encoding::Cl100kBase => Some((1u8, bpe_openai::cl100k_base())),
+        Encoding::Conservative => None,
+    };
+    if let Some((vocab, tokenizer)) = single {
+        return split_in_parallel_count_once(vocab, tokenizer, &runs);
+    }
     let count_run = |run: &[&str]| count_texts(encoding, run);
     std::thread::scope(|scope| {
         let Some((mine, others)) = runs.split_first() else {
@@ -281,6 +313,83 @@ pub(crate) fn count_tokens_of_all(encoding: Encoding, texts: &[&str]) -> u64 {
         }
         sum
     })
+}
+
+/// One vocabulary, large texts: the threads only pre-tokenize (the regex split is most of the
+/// work), and the calling thread then counts every piece with ONE memo. Counting on each thread
+/// would warm a memo per thread and redo the BPE of every repeated word on each. Parts whose
+/// count is remembered are not split at all, and every part's count is remembered after.
+fn split_in_parallel_count_once<'t>(
+    vocab: u8,
+    tokenizer: &'static Tokenizer,
+    runs: &[&[&'t str]],
+) -> u64 {
+    let mut total = 0u64;
+    let fresh: Vec<Vec<&'t str>> = runs
+        .iter()
+        .map(|run| {
+            run.iter()
+                .copied()
+                .filter(|part| match remembered(vocab, part) {
+                    Some(n) => {
+                        total += n;
+                        false
+                    }
+                    None => true,
+                })
+                .collect()
+        })
+        .collect();
+    // Per part: the pieces longer than a byte, and how many one-byte pieces (a token each).
+    let split_run = |run: &[&'t str]| -> Vec<(Vec<&'t str>, u64)> {
+        run.iter()
+            .map(|part| {
+                let mut singles = 0u64;
+                let pieces = tokenizer
+                    .split(part)
+                    .filter(|piece| {
+                        let one = piece.len() == 1;
+                        singles += u64::from(one);
+                        !one
+                    })
+                    .collect();
+                (pieces, singles)
+            })
+            .collect()
+    };
+    let split: Vec<Vec<(Vec<&'t str>, u64)>> = std::thread::scope(|scope| {
+        let Some((mine, others)) = fresh.split_first() else {
+            return Vec::new();
+        };
+        let spawned: Vec<_> = others
+            .iter()
+            .map(|run| {
+                let handle = std::thread::Builder::new()
+                    .name("bursora-split".into())
+                    .spawn_scoped(scope, move || split_run(run));
+                (run, handle)
+            })
+            .collect();
+        let mut out = vec![split_run(mine)];
+        for (run, handle) in spawned {
+            out.push(match handle {
+                Ok(handle) => handle
+                    .join()
+                    .unwrap_or_else(|p| std::panic::resume_unwind(p)),
+                Err(_) => split_run(run),
+            });
+        }
+        out
+    });
+    let mut counter = Counter::new(vocab, tokenizer);
+    for (run, pieces) in fresh.iter().zip(&split) {
+        for (part, (pieces, singles)) in run.iter().zip(pieces) {
+            let n = singles + counter.count_pieces(pieces);
+            remember(vocab, part, n);
+            total += n;
+        }
+    }
+    total
 }
 
 fn parallelism() -> usize {
