@@ -6,6 +6,7 @@
 //! | route | who | what |
 //! |---|---|---|
 //! | `GET /healthz` | anyone | the store answers |
+//! | `GET /metrics` | anyone | Prometheus counters and latency histograms ([`crate::metrics`]) |
 //! | `POST /v1/reserve` | project | reserve; `409 budget_exceeded` when a block budget cannot take it |
 //! | `POST /v1/settle` | project | settle/release a batch, idempotent by id, one result per item |
 //! | `POST /v1/release` | project | release one reservation |
@@ -25,7 +26,7 @@ use axum::extract::{DefaultBodyLimit, FromRequestParts, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
-use axum::{Router, extract};
+use axum::{Router, extract, middleware};
 use bursora_core::NanoUsd;
 use bursora_core::budget::{
     Budget, BudgetSpec, CallTags, MAX_BUDGET_NAME_BYTES, MAX_TAGS, Mode, Selector, Tags,
@@ -65,6 +66,11 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/spend", get(spend))
         .route("/v1/projects", get(list_projects).post(create_project))
         .route("/v1/projects/{id}/keys", post(create_key))
+        .route("/metrics", get(metrics))
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            crate::metrics::track_latency,
+        ))
         .fallback(no_route)
         .method_not_allowed_fallback(wrong_method)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
@@ -97,6 +103,17 @@ async fn wrong_method() -> AppError {
 async fn healthz(State(state): State<AppState>) -> Result<Json<Value>, AppError> {
     state.store.ping().await?;
     Ok(Json(json!({ "status": "ok" })))
+}
+
+/// Prometheus text; no key, like `/healthz` (it holds no tenant data).
+async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        state.metrics.render(),
+    )
 }
 
 /// `?project=<id>`: which project an admin key acts in.
@@ -207,7 +224,7 @@ async fn reserve(
             min: amount(Some(body.min_nanos.unwrap_or(0)), None, "min")?,
         },
     };
-    let r = state
+    let result = state
         .store
         .reserve(
             &project,
@@ -218,7 +235,9 @@ async fn reserve(
                 ttl_ms: body.ttl_ms,
             },
         )
-        .await?;
+        .await;
+    state.metrics.reservation(&result);
+    let r = result?;
     Ok(Json(json!({
         "id": r.id,
         "amount_nanos": r.amount.nanos(),
@@ -285,6 +304,7 @@ async fn settle(
     }
     let ids: Vec<String> = items.iter().map(|(id, _)| id.clone()).collect();
     let results = state.store.settle_batch(&project, items).await?;
+    state.metrics.settlements(&results);
     let results: Vec<Value> = ids
         .iter()
         .zip(results)
@@ -316,6 +336,7 @@ async fn release(
         .store
         .settle_batch(&project, vec![(body.id.clone(), None)])
         .await?;
+    state.metrics.settlements(&results);
     let s = results.pop().unwrap_or_else(|| {
         Err(bursora_core::Error::UnknownReservation {
             id: body.id.clone(),
