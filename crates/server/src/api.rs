@@ -115,7 +115,7 @@ struct Health {
 
 /// Whether the store answers.
 #[utoipa::path(get, path = "/healthz", tag = "service",
-    responses((status = 200, body = Health), (status = 503, description = "the store failed", body = ErrorBody)))]
+    responses((status = 200, description = "the store answers", body = Health), (status = 503, description = "the store failed", body = ErrorBody)))]
 async fn healthz(State(state): State<AppState>) -> Result<Json<Health>, AppError> {
     state.store.ping().await?;
     Ok(Json(Health {
@@ -259,7 +259,7 @@ fn call_tags(body: &mut ReserveBody) -> Result<CallTags, AppError> {
 /// Reserves an estimated cost against every matching budget before a call is dispatched.
 #[utoipa::path(post, path = "/v1/reserve", tag = "reservations", params(ProjectParam),
     request_body = ReserveBody, security(("bearer" = [])),
-    responses((status = 200, body = Reserved),
+    responses((status = 200, description = "reserved: dispatch the call (capped to `amount_nanos` when `capped`)", body = Reserved),
         (status = 409, description = "`budget_exceeded`: a block budget cannot take it; `error.budget` says which", body = ErrorBody)))]
 async fn reserve(
     State(state): State<AppState>,
@@ -430,7 +430,7 @@ struct ReleaseBody {
 /// Releases one reservation: the call cost nothing.
 #[utoipa::path(post, path = "/v1/release", tag = "reservations", params(ProjectParam),
     request_body = ReleaseBody, security(("bearer" = [])),
-    responses((status = 200, body = SettlementView),
+    responses((status = 200, description = "released, or how it had already ended", body = SettlementView),
         (status = 404, description = "no such reservation in this project", body = ErrorBody)))]
 async fn release(
     State(state): State<AppState>,
@@ -471,7 +471,7 @@ struct Extended {
 /// Renews a live reservation (a stream still running) so the sweeper does not expire it.
 #[utoipa::path(post, path = "/v1/extend", tag = "reservations", params(ProjectParam),
     request_body = ExtendBody, security(("bearer" = [])),
-    responses((status = 200, body = Extended),
+    responses((status = 200, description = "renewed, or `active: false` once it ended", body = Extended),
         (status = 404, description = "no such reservation in this project", body = ErrorBody)))]
 async fn extend(
     State(state): State<AppState>,
@@ -572,7 +572,7 @@ async fn find_budget(state: &AppState, project: &str, id: &str) -> Result<Budget
 
 /// Lists the project's budgets.
 #[utoipa::path(get, path = "/v1/budgets", tag = "budgets", params(ProjectParam),
-    security(("bearer" = [])), responses((status = 200, body = BudgetList)))]
+    security(("bearer" = [])), responses((status = 200, description = "the project's budgets", body = BudgetList)))]
 async fn list_budgets(
     State(state): State<AppState>,
     caller: Caller,
@@ -589,7 +589,7 @@ async fn list_budgets(
 #[utoipa::path(get, path = "/v1/budgets/{id}", tag = "budgets",
     params(("id" = String, Path, description = "the budget's id"), ProjectParam),
     security(("bearer" = [])),
-    responses((status = 200, body = BudgetView),
+    responses((status = 200, description = "the budget", body = BudgetView),
         (status = 404, description = "no such budget in this project", body = ErrorBody)))]
 async fn get_budget(
     State(state): State<AppState>,
@@ -642,7 +642,7 @@ async fn upsert_budget(
 #[utoipa::path(put, path = "/v1/budgets/{id}", tag = "budgets",
     params(("id" = String, Path, description = "the budget's id"), ProjectParam),
     request_body = BudgetBody, security(("bearer" = [])),
-    responses((status = 200, body = BudgetView),
+    responses((status = 200, description = "the budget, replaced", body = BudgetView),
         (status = 403, description = "needs an admin key", body = ErrorBody),
         (status = 404, description = "no such budget in this project", body = ErrorBody)))]
 async fn put_budget(
@@ -756,7 +756,7 @@ struct SpendList {
 
 /// Every counter of the project's budgets in its current window (one per value for templates).
 #[utoipa::path(get, path = "/v1/spend", tag = "budgets", params(ProjectParam),
-    security(("bearer" = [])), responses((status = 200, body = SpendList)))]
+    security(("bearer" = [])), responses((status = 200, description = "every counter in its current window", body = SpendList)))]
 async fn spend(
     State(state): State<AppState>,
     caller: Caller,
@@ -830,7 +830,7 @@ struct NewKey {
 /// Creates a project.
 #[utoipa::path(post, path = "/v1/projects", tag = "projects", request_body = NameBody,
     security(("bearer" = [])),
-    responses((status = 201, body = ProjectView),
+    responses((status = 201, description = "created", body = ProjectView),
         (status = 403, description = "needs an admin key", body = ErrorBody)))]
 async fn create_project(
     State(state): State<AppState>,
@@ -845,7 +845,7 @@ async fn create_project(
 
 /// Lists every project.
 #[utoipa::path(get, path = "/v1/projects", tag = "projects", security(("bearer" = [])),
-    responses((status = 200, body = ProjectList),
+    responses((status = 200, description = "every project", body = ProjectList),
         (status = 403, description = "needs an admin key", body = ErrorBody)))]
 async fn list_projects(
     State(state): State<AppState>,
@@ -862,7 +862,7 @@ async fn list_projects(
 #[utoipa::path(post, path = "/v1/projects/{id}/keys", tag = "projects",
     params(("id" = String, Path, description = "the project's id")),
     request_body = NameBody, security(("bearer" = [])),
-    responses((status = 201, body = NewKey),
+    responses((status = 201, description = "the new key, shown this once", body = NewKey),
         (status = 403, description = "needs an admin key", body = ErrorBody),
         (status = 404, description = "no such project", body = ErrorBody)))]
 async fn create_key(

@@ -87,6 +87,15 @@ async fn metrics_count_decisions_settlements_and_latency(s: &Server) {
     let (st, _) = send(&s.app, "GET", "/v1/budgets/bud_nope", Some(&key), None).await;
     assert_eq!(st, StatusCode::NOT_FOUND);
 
+    // Clients choose methods freely; none becomes a label.
+    let req = Request::builder()
+        .method("FROB")
+        .uri("/v1/reserve")
+        .body(Body::empty())
+        .unwrap();
+    let st = s.app.clone().oneshot(req).await.unwrap().status();
+    assert_eq!(st, StatusCode::METHOD_NOT_ALLOWED);
+
     let (st, ct, text) = get_text(s, "/metrics").await;
     assert_eq!(st, StatusCode::OK);
     assert!(ct.starts_with("text/plain; version=0.0.4"), "{ct}");
@@ -123,7 +132,7 @@ async fn metrics_count_decisions_settlements_and_latency(s: &Server) {
         ) > 0.0
     );
     // Bounded labels only: no tenant, project, key or raw path.
-    for secret in [p.as_str(), key.as_str(), "acme", "bud_nope"] {
+    for secret in [p.as_str(), key.as_str(), "acme", "bud_nope", "FROB"] {
         assert!(!text.contains(secret), "{secret} leaked into:\n{text}");
     }
     // Every sample line is `name{labels} value` with a numeric value.
@@ -238,6 +247,12 @@ async fn openapi_describes_every_route() {
             // Every operation documents its success answer and the error shape.
             let responses = op["responses"].as_object().unwrap();
             assert!(responses.keys().any(|k| k.starts_with('2')), "{m} {path}");
+            for (status, r) in responses {
+                assert!(
+                    r["description"].as_str().is_some_and(|d| !d.is_empty()),
+                    "{m} {path} {status}: no description"
+                );
+            }
             assert_eq!(
                 responses["default"]["content"]["application/json"]["schema"]["$ref"],
                 "#/components/schemas/ErrorBody",
