@@ -6,6 +6,8 @@
 //! | route | who | what |
 //! |---|---|---|
 //! | `GET /healthz` | anyone | the store answers |
+//! | `GET /v1/openapi.json` | anyone | this table in OpenAPI 3.1, generated from the handlers ([`ApiDoc`]) |
+//! | `GET /metrics` | anyone | Prometheus counters and latency histograms ([`crate::metrics`]) |
 //! | `POST /v1/reserve` | project | reserve; `409 budget_exceeded` when a block budget cannot take it |
 //! | `POST /v1/settle` | project | settle/release a batch, idempotent by id, one result per item |
 //! | `POST /v1/release` | project | release one reservation |
@@ -25,7 +27,7 @@ use axum::extract::{DefaultBodyLimit, FromRequestParts, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
-use axum::{Router, extract};
+use axum::{Router, extract, middleware};
 use bursora_core::NanoUsd;
 use bursora_core::budget::{
     Budget, BudgetSpec, CallTags, MAX_BUDGET_NAME_BYTES, MAX_TAGS, Mode, Selector, Tags,
@@ -33,13 +35,17 @@ use bursora_core::budget::{
 };
 use bursora_core::ledger::{BudgetStatus, DEFAULT_TTL_MS, Policy, Settlement};
 use bursora_core::window::{Window, format_utc};
-use serde::{Deserialize, Deserializer};
-use serde_json::{Value, json};
+use serde::{Deserialize, Deserializer, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+mod openapi;
+
+pub use openapi::ApiDoc;
 
 use crate::AppState;
 use crate::auth::{Caller, PROJECT_PREFIX, key_record, new_secret};
-use crate::error::{AppError, Json, Query};
-use crate::store::{Principal, ReserveInput};
+use crate::error::{AppError, ErrorBody, ErrorDetail, Json, Query};
+use crate::store::{Principal, Project, ReserveInput};
 
 /// Largest request body accepted.
 pub const MAX_BODY_BYTES: usize = 1 << 20;
@@ -65,6 +71,12 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/spend", get(spend))
         .route("/v1/projects", get(list_projects).post(create_project))
         .route("/v1/projects/{id}/keys", post(create_key))
+        .route("/v1/openapi.json", get(openapi::serve))
+        .route("/metrics", get(metrics))
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            crate::metrics::track_latency,
+        ))
         .fallback(no_route)
         .method_not_allowed_fallback(wrong_method)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
@@ -94,14 +106,41 @@ async fn wrong_method() -> AppError {
     }
 }
 
-async fn healthz(State(state): State<AppState>) -> Result<Json<Value>, AppError> {
+/// `GET /healthz`'s answer.
+#[derive(Debug, Serialize, ToSchema)]
+struct Health {
+    /// Always `ok`: a failing store answers 503 instead.
+    status: String,
+}
+
+/// Whether the store answers.
+#[utoipa::path(get, path = "/healthz", tag = "service",
+    responses((status = 200, description = "the store answers", body = Health), (status = 503, description = "the store failed", body = ErrorBody)))]
+async fn healthz(State(state): State<AppState>) -> Result<Json<Health>, AppError> {
     state.store.ping().await?;
-    Ok(Json(json!({ "status": "ok" })))
+    Ok(Json(Health {
+        status: "ok".into(),
+    }))
+}
+
+/// Prometheus text; no key, like `/healthz` (it holds no tenant data).
+#[utoipa::path(get, path = "/metrics", tag = "service",
+    responses((status = 200, description = "Prometheus text format 0.0.4: reservation decisions, settlements, settled nano-USD, latency per route", body = String, content_type = "text/plain")))]
+async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        state.metrics.render(),
+    )
 }
 
 /// `?project=<id>`: which project an admin key acts in.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct ProjectParam {
+    /// The project an admin key acts in; a project key may omit it or name its own.
     project: Option<String>,
 }
 
@@ -150,7 +189,9 @@ fn amount(nanos: Option<i64>, usd: Option<f64>, what: &str) -> Result<NanoUsd, A
 // ---------------------------------------------------------------------------------------------
 // Reservations
 
-#[derive(Debug, Default, Deserialize)]
+/// `block` refuses what does not fit; `fit` reserves what is left (at least `min_nanos`) and
+/// answers `capped: true`.
+#[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
 enum PolicyName {
     #[default]
@@ -158,19 +199,42 @@ enum PolicyName {
     Fit,
 }
 
-#[derive(Debug, Deserialize)]
+/// A reservation request: give exactly one of `amount_nanos` and `amount_usd`.
+#[derive(Debug, Deserialize, ToSchema)]
 struct ReserveBody {
+    /// The call's tags (at most 32).
     #[serde(default)]
     tags: BTreeMap<String, String>,
     provider: String,
     model: String,
+    /// The estimated cost, 0 to 10^15 nano-USD.
     amount_nanos: Option<i64>,
+    /// The estimated cost in USD.
     amount_usd: Option<f64>,
     #[serde(default)]
     policy: PolicyName,
     /// For `fit`: the least worth reserving (input plus a minimum output).
     min_nanos: Option<i64>,
+    /// How long the reservation lives unless settled or extended (default 10 minutes).
     ttl_ms: Option<i64>,
+}
+
+/// An admitted reservation.
+#[derive(Debug, Serialize, ToSchema)]
+struct Reserved {
+    /// Settle, release or extend with this id.
+    id: String,
+    /// Held in every matching budget; less than requested when `capped`.
+    amount_nanos: i64,
+    amount_usd: f64,
+    /// `fit` reserved less than requested: cap the call's output.
+    capped: bool,
+    /// How many budget counters hold it.
+    budgets: usize,
+    /// RFC 3339 UTC.
+    expires_at: String,
+    /// Unix milliseconds.
+    expires_at_ms: i64,
 }
 
 fn call_tags(body: &mut ReserveBody) -> Result<CallTags, AppError> {
@@ -192,12 +256,17 @@ fn call_tags(body: &mut ReserveBody) -> Result<CallTags, AppError> {
     })
 }
 
+/// Reserves an estimated cost against every matching budget before a call is dispatched.
+#[utoipa::path(post, path = "/v1/reserve", tag = "reservations", params(ProjectParam),
+    request_body = ReserveBody, security(("bearer" = [])),
+    responses((status = 200, description = "reserved: dispatch the call (capped to `amount_nanos` when `capped`)", body = Reserved),
+        (status = 409, description = "`budget_exceeded`: a block budget cannot take it; `error.budget` says which", body = ErrorBody)))]
 async fn reserve(
     State(state): State<AppState>,
     caller: Caller,
     Query(param): Query<ProjectParam>,
     Json(mut body): Json<ReserveBody>,
-) -> Result<Json<Value>, AppError> {
+) -> Result<Json<Reserved>, AppError> {
     let project = scope(&state, &caller, param).await?;
     let call = call_tags(&mut body)?;
     let requested = amount(body.amount_nanos, body.amount_usd, "amount")?;
@@ -207,7 +276,7 @@ async fn reserve(
             min: amount(Some(body.min_nanos.unwrap_or(0)), None, "min")?,
         },
     };
-    let r = state
+    let result = state
         .store
         .reserve(
             &project,
@@ -218,16 +287,18 @@ async fn reserve(
                 ttl_ms: body.ttl_ms,
             },
         )
-        .await?;
-    Ok(Json(json!({
-        "id": r.id,
-        "amount_nanos": r.amount.nanos(),
-        "amount_usd": usd(r.amount),
-        "capped": r.capped,
-        "budgets": r.budgets,
-        "expires_at": format_utc(r.expires_at_ms),
-        "expires_at_ms": r.expires_at_ms,
-    })))
+        .await;
+    state.metrics.reservation(&result);
+    let r = result?;
+    Ok(Json(Reserved {
+        amount_nanos: r.amount.nanos(),
+        amount_usd: usd(r.amount),
+        capped: r.capped,
+        budgets: r.budgets,
+        expires_at: format_utc(r.expires_at_ms),
+        expires_at_ms: r.expires_at_ms,
+        id: r.id,
+    }))
 }
 
 /// A present field that may be `null`: serde would otherwise read a missing `actual_nanos` as
@@ -236,37 +307,82 @@ fn nullable<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
     Option::deserialize(d)
 }
 
-#[derive(Debug, Deserialize)]
+/// One settlement.
+#[derive(Debug, Deserialize, ToSchema)]
 struct SettleItemBody {
+    /// The reservation's id.
     id: String,
-    /// The call's true cost; `null` releases the reservation (the call cost nothing).
+    /// The call's true cost; `null` releases the reservation (the call cost nothing). Required.
     #[serde(deserialize_with = "nullable")]
+    #[schema(required = true)]
     actual_nanos: Option<i64>,
 }
 
-#[derive(Debug, Deserialize)]
+/// A batch of 1 to 1000 settlements.
+#[derive(Debug, Deserialize, ToSchema)]
 struct SettleBody {
     items: Vec<SettleItemBody>,
 }
 
-fn settlement_json(id: &str, s: &Settlement) -> Value {
-    json!({
-        "id": id,
-        "status": s.outcome.as_str(),
-        "applied": s.applied,
-        "reserved_nanos": s.reserved.nanos(),
-        "actual_nanos": s.actual.nanos(),
-        "refunded_nanos": s.refunded.nanos(),
-        "overrun_nanos": s.overrun.nanos(),
-    })
+/// How a reservation ended.
+#[derive(Debug, Serialize, ToSchema)]
+struct SettlementView {
+    id: String,
+    /// `settled`, `released` or `expired`.
+    status: String,
+    /// `false` when it had already ended: nothing changed, the figures are the first ones.
+    applied: bool,
+    reserved_nanos: i64,
+    actual_nanos: i64,
+    /// Given back to the budgets: `reserved - actual` when positive.
+    refunded_nanos: i64,
+    /// Billed beyond the reservation: `actual - reserved` when positive.
+    overrun_nanos: i64,
 }
 
+fn settlement_view(id: &str, s: &Settlement) -> SettlementView {
+    SettlementView {
+        id: id.to_owned(),
+        status: s.outcome.as_str().to_owned(),
+        applied: s.applied,
+        reserved_nanos: s.reserved.nanos(),
+        actual_nanos: s.actual.nanos(),
+        refunded_nanos: s.refunded.nanos(),
+        overrun_nanos: s.overrun.nanos(),
+    }
+}
+
+/// An item of a batch that could not be settled (`not_found` for ids this project never issued).
+#[derive(Debug, Serialize, ToSchema)]
+struct SettleItemError {
+    id: String,
+    error: ErrorDetail,
+}
+
+/// One batch item's result, in the order given.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(untagged)]
+enum SettleItemResult {
+    Settled(SettlementView),
+    Failed(SettleItemError),
+}
+
+/// `POST /v1/settle`'s answer.
+#[derive(Debug, Serialize, ToSchema)]
+struct SettleResults {
+    results: Vec<SettleItemResult>,
+}
+
+/// Settles (or, with `actual_nanos: null`, releases) a batch; idempotent by id.
+#[utoipa::path(post, path = "/v1/settle", tag = "reservations", params(ProjectParam),
+    request_body = SettleBody, security(("bearer" = [])),
+    responses((status = 200, description = "one result per item, in order", body = SettleResults)))]
 async fn settle(
     State(state): State<AppState>,
     caller: Caller,
     Query(param): Query<ProjectParam>,
     Json(body): Json<SettleBody>,
-) -> Result<Json<Value>, AppError> {
+) -> Result<Json<SettleResults>, AppError> {
     let project = scope(&state, &caller, param).await?;
     if body.items.is_empty() || body.items.len() > MAX_SETTLE_BATCH {
         return Err(AppError::bad_request(
@@ -285,77 +401,109 @@ async fn settle(
     }
     let ids: Vec<String> = items.iter().map(|(id, _)| id.clone()).collect();
     let results = state.store.settle_batch(&project, items).await?;
-    let results: Vec<Value> = ids
-        .iter()
+    state.metrics.settlements(&results);
+    let results = ids
+        .into_iter()
         .zip(results)
         .map(|(id, r)| match r {
-            Ok(s) => settlement_json(id, &s),
-            Err(bursora_core::Error::UnknownReservation { .. }) => json!({
-                "id": id,
-                "error": { "code": "not_found", "message": format!("no reservation {id:?}") },
-            }),
-            Err(e) => json!({ "id": id, "error": { "code": e.code(), "message": e.to_string() } }),
+            Ok(s) => SettleItemResult::Settled(settlement_view(&id, &s)),
+            Err(e) => {
+                let error = match e {
+                    bursora_core::Error::UnknownReservation { .. } => {
+                        ErrorDetail::new("not_found", format!("no reservation {id:?}"))
+                    }
+                    e => ErrorDetail::new(e.code(), e.to_string()),
+                };
+                SettleItemResult::Failed(SettleItemError { id, error })
+            }
         })
         .collect();
-    Ok(Json(json!({ "results": results })))
+    Ok(Json(SettleResults { results }))
 }
 
-#[derive(Debug, Deserialize)]
+/// A reservation to release.
+#[derive(Debug, Deserialize, ToSchema)]
 struct ReleaseBody {
     id: String,
 }
 
+/// Releases one reservation: the call cost nothing.
+#[utoipa::path(post, path = "/v1/release", tag = "reservations", params(ProjectParam),
+    request_body = ReleaseBody, security(("bearer" = [])),
+    responses((status = 200, description = "released, or how it had already ended", body = SettlementView),
+        (status = 404, description = "no such reservation in this project", body = ErrorBody)))]
 async fn release(
     State(state): State<AppState>,
     caller: Caller,
     Query(param): Query<ProjectParam>,
     Json(body): Json<ReleaseBody>,
-) -> Result<Json<Value>, AppError> {
+) -> Result<Json<SettlementView>, AppError> {
     let project = scope(&state, &caller, param).await?;
     let mut results = state
         .store
         .settle_batch(&project, vec![(body.id.clone(), None)])
         .await?;
+    state.metrics.settlements(&results);
     let s = results.pop().unwrap_or_else(|| {
         Err(bursora_core::Error::UnknownReservation {
             id: body.id.clone(),
         })
     })?;
-    Ok(Json(settlement_json(&body.id, &s)))
+    Ok(Json(settlement_view(&body.id, &s)))
 }
 
-#[derive(Debug, Deserialize)]
+/// A reservation to renew.
+#[derive(Debug, Deserialize, ToSchema)]
 struct ExtendBody {
     id: String,
     /// From now; the core's default (10 minutes) if absent.
     ttl_ms: Option<i64>,
 }
 
+/// `POST /v1/extend`'s answer.
+#[derive(Debug, Serialize, ToSchema)]
+struct Extended {
+    id: String,
+    /// `false` once the reservation ended (settled, released or expired): nothing renewed.
+    active: bool,
+}
+
 /// Renews a live reservation (a stream still running) so the sweeper does not expire it.
+#[utoipa::path(post, path = "/v1/extend", tag = "reservations", params(ProjectParam),
+    request_body = ExtendBody, security(("bearer" = [])),
+    responses((status = 200, description = "renewed, or `active: false` once it ended", body = Extended),
+        (status = 404, description = "no such reservation in this project", body = ErrorBody)))]
 async fn extend(
     State(state): State<AppState>,
     caller: Caller,
     Query(param): Query<ProjectParam>,
     Json(body): Json<ExtendBody>,
-) -> Result<Json<Value>, AppError> {
+) -> Result<Json<Extended>, AppError> {
     let project = scope(&state, &caller, param).await?;
     let ttl_ms = body.ttl_ms.unwrap_or(DEFAULT_TTL_MS);
     let active = state.store.extend(&project, &body.id, ttl_ms).await?;
-    Ok(Json(json!({ "id": body.id, "active": active })))
+    Ok(Json(Extended {
+        id: body.id,
+        active,
+    }))
 }
 
 // ---------------------------------------------------------------------------------------------
 // Budgets and spend
 
-#[derive(Debug, Deserialize)]
+/// A budget: give exactly one of `limit_usd` and `limit_nanos`.
+#[derive(Debug, Deserialize, ToSchema)]
 struct BudgetBody {
     /// Required on POST; on PUT it may be omitted but not changed.
     name: Option<String>,
+    /// The tags a call must carry to count; a `*` value keeps one counter per distinct value.
     #[serde(default, rename = "match")]
     selector: BTreeMap<String, String>,
     limit_usd: Option<f64>,
     limit_nanos: Option<i64>,
+    /// `minute`, `hour`, `day`, `week`, `month` or `total`.
     window: String,
+    /// `block` (default) or `notify`.
     mode: Option<String>,
 }
 
@@ -374,25 +522,42 @@ impl BudgetBody {
     }
 }
 
-fn selector_json(s: &Selector) -> Value {
-    Value::Object(
-        s.to_pairs()
-            .into_iter()
-            .map(|(k, v)| (k, Value::String(v)))
-            .collect(),
-    )
+fn selector_map(s: &Selector) -> BTreeMap<String, String> {
+    s.to_pairs().into_iter().collect()
 }
 
-fn budget_json(b: &Budget) -> Value {
-    json!({
-        "id": &*b.id,
-        "name": b.spec.name,
-        "match": selector_json(&b.spec.selector),
-        "limit_nanos": b.spec.limit.nanos(),
-        "limit_usd": usd(b.spec.limit),
-        "window": b.spec.window.as_str(),
-        "mode": b.spec.mode.as_str(),
-    })
+/// A budget.
+#[derive(Debug, Serialize, ToSchema)]
+struct BudgetView {
+    id: String,
+    name: String,
+    /// The tags a call must carry to count; `*` keeps one counter per distinct value.
+    #[serde(rename = "match")]
+    selector: BTreeMap<String, String>,
+    limit_nanos: i64,
+    limit_usd: f64,
+    /// `minute`, `hour`, `day`, `week`, `month` or `total`.
+    window: String,
+    /// `block` or `notify`.
+    mode: String,
+}
+
+fn budget_view(b: &Budget) -> BudgetView {
+    BudgetView {
+        id: b.id.to_string(),
+        name: b.spec.name.clone(),
+        selector: selector_map(&b.spec.selector),
+        limit_nanos: b.spec.limit.nanos(),
+        limit_usd: usd(b.spec.limit),
+        window: b.spec.window.as_str().to_owned(),
+        mode: b.spec.mode.as_str().to_owned(),
+    }
+}
+
+/// The project's budgets.
+#[derive(Debug, Serialize, ToSchema)]
+struct BudgetList {
+    budgets: Vec<BudgetView>,
 }
 
 async fn find_budget(state: &AppState, project: &str, id: &str) -> Result<Budget, AppError> {
@@ -405,32 +570,46 @@ async fn find_budget(state: &AppState, project: &str, id: &str) -> Result<Budget
         .ok_or_else(|| AppError::NotFound(format!("no budget {id:?}")))
 }
 
+/// Lists the project's budgets.
+#[utoipa::path(get, path = "/v1/budgets", tag = "budgets", params(ProjectParam),
+    security(("bearer" = [])), responses((status = 200, description = "the project's budgets", body = BudgetList)))]
 async fn list_budgets(
     State(state): State<AppState>,
     caller: Caller,
     Query(param): Query<ProjectParam>,
-) -> Result<Json<Value>, AppError> {
+) -> Result<Json<BudgetList>, AppError> {
     let project = scope(&state, &caller, param).await?;
     let budgets = state.store.budgets(&project).await?;
-    Ok(Json(
-        json!({ "budgets": budgets.iter().map(budget_json).collect::<Vec<_>>() }),
-    ))
+    Ok(Json(BudgetList {
+        budgets: budgets.iter().map(budget_view).collect(),
+    }))
 }
 
+/// Reads one budget.
+#[utoipa::path(get, path = "/v1/budgets/{id}", tag = "budgets",
+    params(("id" = String, Path, description = "the budget's id"), ProjectParam),
+    security(("bearer" = [])),
+    responses((status = 200, description = "the budget", body = BudgetView),
+        (status = 404, description = "no such budget in this project", body = ErrorBody)))]
 async fn get_budget(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
     Query(param): Query<ProjectParam>,
-) -> Result<Json<Value>, AppError> {
+) -> Result<Json<BudgetView>, AppError> {
     let project = scope(&state, &caller, param).await?;
-    Ok(Json(budget_json(
+    Ok(Json(budget_view(
         &find_budget(&state, &project, &id).await?,
     )))
 }
 
 /// Creates the budget named in the body, or updates the one of that name (like the embedded
 /// SDK's declarations): 201 when created, 200 when it existed.
+#[utoipa::path(post, path = "/v1/budgets", tag = "budgets", params(ProjectParam),
+    request_body = BudgetBody, security(("bearer" = [])),
+    responses((status = 201, description = "created", body = BudgetView),
+        (status = 200, description = "the budget of that name, updated", body = BudgetView),
+        (status = 403, description = "needs an admin key", body = ErrorBody)))]
 async fn upsert_budget(
     State(state): State<AppState>,
     caller: Caller,
@@ -452,20 +631,27 @@ async fn upsert_budget(
     };
     Ok((
         status,
-        Json(budget_json(&Budget {
+        Json(budget_view(&Budget {
             id: outcome.id,
             spec,
         })),
     ))
 }
 
+/// Replaces a budget's match, limit, window and mode; its name cannot change.
+#[utoipa::path(put, path = "/v1/budgets/{id}", tag = "budgets",
+    params(("id" = String, Path, description = "the budget's id"), ProjectParam),
+    request_body = BudgetBody, security(("bearer" = [])),
+    responses((status = 200, description = "the budget, replaced", body = BudgetView),
+        (status = 403, description = "needs an admin key", body = ErrorBody),
+        (status = 404, description = "no such budget in this project", body = ErrorBody)))]
 async fn put_budget(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
     Query(param): Query<ProjectParam>,
     Json(mut body): Json<BudgetBody>,
-) -> Result<Json<Value>, AppError> {
+) -> Result<Json<BudgetView>, AppError> {
     caller.require_admin()?;
     let project = scope(&state, &caller, param).await?;
     let current = find_budget(&state, &project, &id).await?;
@@ -482,12 +668,19 @@ async fn put_budget(
     }
     let spec = body.spec(name)?;
     let outcome = state.store.upsert_budget(&project, spec.clone()).await?;
-    Ok(Json(budget_json(&Budget {
+    Ok(Json(budget_view(&Budget {
         id: outcome.id,
         spec,
     })))
 }
 
+/// Deletes a budget and its counters.
+#[utoipa::path(delete, path = "/v1/budgets/{id}", tag = "budgets",
+    params(("id" = String, Path, description = "the budget's id"), ProjectParam),
+    security(("bearer" = [])),
+    responses((status = 204, description = "deleted"),
+        (status = 403, description = "needs an admin key", body = ErrorBody),
+        (status = 404, description = "no such budget in this project", body = ErrorBody)))]
 async fn delete_budget(
     State(state): State<AppState>,
     caller: Caller,
@@ -504,44 +697,83 @@ async fn delete_budget(
     Ok(StatusCode::NO_CONTENT)
 }
 
-fn status_json(s: &BudgetStatus) -> Value {
-    json!({
-        "id": &*s.budget.id,
-        "name": s.budget.spec.name,
-        "match": selector_json(&s.budget.spec.selector),
-        "key": s.key,
-        "window": s.budget.spec.window.as_str(),
-        "mode": s.budget.spec.mode.as_str(),
-        "limit_nanos": s.budget.spec.limit.nanos(),
-        "limit_usd": usd(s.budget.spec.limit),
-        "spent_nanos": s.spent.nanos(),
-        "spent_usd": usd(s.spent),
-        "reserved_nanos": s.reserved.nanos(),
-        "reserved_usd": usd(s.reserved),
-        "overrun_nanos": s.overrun.nanos(),
-        "window_start": format_utc(s.window_start_ms),
-        "window_start_ms": s.window_start_ms,
-        "resets_at": s.resets_at_ms.map(format_utc),
-        "resets_at_ms": s.resets_at_ms,
-    })
+/// A budget counter in its current window.
+#[derive(Debug, Serialize, ToSchema)]
+struct CounterView {
+    /// The budget's id.
+    id: String,
+    name: String,
+    #[serde(rename = "match")]
+    selector: BTreeMap<String, String>,
+    /// The tag value of a `*` template's counter; `null` otherwise.
+    key: Option<String>,
+    window: String,
+    mode: String,
+    limit_nanos: i64,
+    limit_usd: f64,
+    spent_nanos: i64,
+    spent_usd: f64,
+    /// Held by live reservations.
+    reserved_nanos: i64,
+    reserved_usd: f64,
+    /// Settled beyond what was reserved.
+    overrun_nanos: i64,
+    /// RFC 3339 UTC.
+    window_start: String,
+    window_start_ms: i64,
+    /// `null` for `total`.
+    resets_at: Option<String>,
+    resets_at_ms: Option<i64>,
 }
 
+fn counter_view(s: &BudgetStatus) -> CounterView {
+    CounterView {
+        id: s.budget.id.to_string(),
+        name: s.budget.spec.name.clone(),
+        selector: selector_map(&s.budget.spec.selector),
+        key: s.key.clone(),
+        window: s.budget.spec.window.as_str().to_owned(),
+        mode: s.budget.spec.mode.as_str().to_owned(),
+        limit_nanos: s.budget.spec.limit.nanos(),
+        limit_usd: usd(s.budget.spec.limit),
+        spent_nanos: s.spent.nanos(),
+        spent_usd: usd(s.spent),
+        reserved_nanos: s.reserved.nanos(),
+        reserved_usd: usd(s.reserved),
+        overrun_nanos: s.overrun.nanos(),
+        window_start: format_utc(s.window_start_ms),
+        window_start_ms: s.window_start_ms,
+        resets_at: s.resets_at_ms.map(format_utc),
+        resets_at_ms: s.resets_at_ms,
+    }
+}
+
+/// `GET /v1/spend`'s answer.
+#[derive(Debug, Serialize, ToSchema)]
+struct SpendList {
+    budgets: Vec<CounterView>,
+}
+
+/// Every counter of the project's budgets in its current window (one per value for templates).
+#[utoipa::path(get, path = "/v1/spend", tag = "budgets", params(ProjectParam),
+    security(("bearer" = [])), responses((status = 200, description = "every counter in its current window", body = SpendList)))]
 async fn spend(
     State(state): State<AppState>,
     caller: Caller,
     Query(param): Query<ProjectParam>,
-) -> Result<Json<Value>, AppError> {
+) -> Result<Json<SpendList>, AppError> {
     let project = scope(&state, &caller, param).await?;
     let status = state.store.status(&project).await?;
-    Ok(Json(
-        json!({ "budgets": status.iter().map(status_json).collect::<Vec<_>>() }),
-    ))
+    Ok(Json(SpendList {
+        budgets: status.iter().map(counter_view).collect(),
+    }))
 }
 
 // ---------------------------------------------------------------------------------------------
 // Projects and keys (admin)
 
-#[derive(Debug, Deserialize)]
+/// A name: required for a project, optional for a key (`default`).
+#[derive(Debug, Deserialize, ToSchema)]
 struct NameBody {
     #[serde(default)]
     name: Option<String>,
@@ -558,42 +790,87 @@ fn label(name: Option<String>, default: &str) -> Result<String, AppError> {
     Ok(name)
 }
 
+/// A project.
+#[derive(Debug, Serialize, ToSchema)]
+struct ProjectView {
+    id: String,
+    name: String,
+    created_at_ms: i64,
+}
+
+impl From<Project> for ProjectView {
+    fn from(p: Project) -> Self {
+        Self {
+            id: p.id,
+            name: p.name,
+            created_at_ms: p.created_at_ms,
+        }
+    }
+}
+
+/// Every project.
+#[derive(Debug, Serialize, ToSchema)]
+struct ProjectList {
+    projects: Vec<ProjectView>,
+}
+
+/// A new project key: `key` is shown here only.
+#[derive(Debug, Serialize, ToSchema)]
+struct NewKey {
+    /// The key's id (not a secret).
+    id: String,
+    /// The secret, for `Authorization: Bearer`; the server keeps only its hash.
+    key: String,
+    /// The project it acts in.
+    project: String,
+    name: String,
+    created_at_ms: i64,
+}
+
+/// Creates a project.
+#[utoipa::path(post, path = "/v1/projects", tag = "projects", request_body = NameBody,
+    security(("bearer" = [])),
+    responses((status = 201, description = "created", body = ProjectView),
+        (status = 403, description = "needs an admin key", body = ErrorBody)))]
 async fn create_project(
     State(state): State<AppState>,
     caller: Caller,
     Json(body): Json<NameBody>,
-) -> Result<(StatusCode, Json<Value>), AppError> {
+) -> Result<(StatusCode, Json<ProjectView>), AppError> {
     caller.require_admin()?;
     let name = label(body.name, "")?;
     let p = state.store.create_project(&name).await?;
-    Ok((
-        StatusCode::CREATED,
-        Json(json!({ "id": p.id, "name": p.name, "created_at_ms": p.created_at_ms })),
-    ))
+    Ok((StatusCode::CREATED, Json(p.into())))
 }
 
+/// Lists every project.
+#[utoipa::path(get, path = "/v1/projects", tag = "projects", security(("bearer" = [])),
+    responses((status = 200, description = "every project", body = ProjectList),
+        (status = 403, description = "needs an admin key", body = ErrorBody)))]
 async fn list_projects(
     State(state): State<AppState>,
     caller: Caller,
-) -> Result<Json<Value>, AppError> {
+) -> Result<Json<ProjectList>, AppError> {
     caller.require_admin()?;
-    let projects: Vec<Value> = state
-        .store
-        .projects()
-        .await?
-        .into_iter()
-        .map(|p| json!({ "id": p.id, "name": p.name, "created_at_ms": p.created_at_ms }))
-        .collect();
-    Ok(Json(json!({ "projects": projects })))
+    let projects = state.store.projects().await?;
+    Ok(Json(ProjectList {
+        projects: projects.into_iter().map(ProjectView::from).collect(),
+    }))
 }
 
 /// Issues a project key. The key is in this response only; the server keeps its hash.
+#[utoipa::path(post, path = "/v1/projects/{id}/keys", tag = "projects",
+    params(("id" = String, Path, description = "the project's id")),
+    request_body = NameBody, security(("bearer" = [])),
+    responses((status = 201, description = "the new key, shown this once", body = NewKey),
+        (status = 403, description = "needs an admin key", body = ErrorBody),
+        (status = 404, description = "no such project", body = ErrorBody)))]
 async fn create_key(
     State(state): State<AppState>,
     caller: Caller,
     Path(project): Path<String>,
     Json(body): Json<NameBody>,
-) -> Result<(StatusCode, Json<Value>), AppError> {
+) -> Result<(StatusCode, Json<NewKey>), AppError> {
     caller.require_admin()?;
     let project = state
         .store
@@ -606,12 +883,12 @@ async fn create_key(
     state.store.add_key(&record).await?;
     Ok((
         StatusCode::CREATED,
-        Json(json!({
-            "id": record.id,
-            "key": secret,
-            "project": project.id,
-            "name": record.name,
-            "created_at_ms": record.created_at_ms,
-        })),
+        Json(NewKey {
+            id: record.id,
+            key: secret,
+            project: project.id,
+            name: record.name,
+            created_at_ms: record.created_at_ms,
+        }),
     ))
 }

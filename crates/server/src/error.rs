@@ -11,7 +11,8 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bursora_core::ledger::Exceeded;
 use bursora_core::window::format_utc;
-use serde_json::{Value, json};
+use serde::Serialize;
+use utoipa::ToSchema;
 
 /// What a request can fail with.
 #[derive(Debug)]
@@ -63,61 +64,133 @@ impl From<bursora_core::Error> for AppError {
     }
 }
 
-/// The `budget` object of a `budget_exceeded` error (SPEC §5's fields, in nano-USD and USD).
-pub fn exceeded_json(x: &Exceeded) -> Value {
-    json!({
-        "id": &*x.id,
-        "name": x.name,
-        "key": x.key,
-        "window": x.window.as_str(),
-        "limit_nanos": x.limit.nanos(),
-        "limit_usd": x.limit.to_usd_f64(),
-        "spent_nanos": x.spent.nanos(),
-        "spent_usd": x.spent.to_usd_f64(),
-        "reserved_nanos": x.reserved.nanos(),
-        "reserved_usd": x.reserved.to_usd_f64(),
-        "requested_nanos": x.requested.nanos(),
-        "remaining_nanos": x.remaining().nanos(),
-        "resets_at": x.resets_at_ms.map(format_utc),
-        "resets_at_ms": x.resets_at_ms,
-    })
+/// Every error response: `{ "error": { "code", "message" } }`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorBody {
+    /// What went wrong.
+    pub error: ErrorDetail,
+}
+
+/// An error: a stable code and a message for people.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorDetail {
+    /// Stable and machine-readable: `unauthorized`, `forbidden`, `not_found`,
+    /// `method_not_allowed`, `malformed_json`, `invalid_request`, `invalid_input`,
+    /// `invalid_query`, `invalid_path`, `missing_project`, `payload_too_large`,
+    /// `unsupported_media_type`, `budget_exceeded`, `unavailable`.
+    pub code: String,
+    /// What is wrong and how to fix it.
+    pub message: String,
+    /// With `budget_exceeded` only: the budget that refused.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub budget: Option<ExceededBudget>,
+}
+
+impl ErrorDetail {
+    /// An error without a budget.
+    pub fn new(code: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            code: code.into(),
+            message: message.into(),
+            budget: None,
+        }
+    }
+}
+
+/// The budget that refused a reservation (SPEC §5's fields, in nano-USD and USD).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ExceededBudget {
+    /// Budget id.
+    pub id: String,
+    /// Budget name.
+    pub name: String,
+    /// The template counter's value (`match` values of `*`), if any.
+    pub key: Option<String>,
+    /// `minute`, `hour`, `day`, `week`, `month` or `total`.
+    pub window: String,
+    /// The limit.
+    pub limit_nanos: i64,
+    /// The limit in USD, for display.
+    pub limit_usd: f64,
+    /// Settled spend in the current window.
+    pub spent_nanos: i64,
+    /// Settled spend in USD, for display.
+    pub spent_usd: f64,
+    /// Held by live reservations.
+    pub reserved_nanos: i64,
+    /// Held by live reservations, in USD.
+    pub reserved_usd: f64,
+    /// What the refused reservation asked for.
+    pub requested_nanos: i64,
+    /// What is left: `limit - spent - reserved`, at least 0.
+    pub remaining_nanos: i64,
+    /// When the window resets (RFC 3339 UTC); `null` for `total`.
+    pub resets_at: Option<String>,
+    /// When the window resets, in Unix milliseconds.
+    pub resets_at_ms: Option<i64>,
+}
+
+impl From<&Exceeded> for ExceededBudget {
+    fn from(x: &Exceeded) -> Self {
+        Self {
+            id: x.id.to_string(),
+            name: x.name.clone(),
+            key: x.key.clone(),
+            window: x.window.as_str().to_owned(),
+            limit_nanos: x.limit.nanos(),
+            limit_usd: x.limit.to_usd_f64(),
+            spent_nanos: x.spent.nanos(),
+            spent_usd: x.spent.to_usd_f64(),
+            reserved_nanos: x.reserved.nanos(),
+            reserved_usd: x.reserved.to_usd_f64(),
+            requested_nanos: x.requested.nanos(),
+            remaining_nanos: x.remaining().nanos(),
+            resets_at: x.resets_at_ms.map(format_utc),
+            resets_at_ms: x.resets_at_ms,
+        }
+    }
 }
 
 impl IntoResponse for AppError {
     fn into_response(self) -> Response {
-        let (status, body) = match self {
+        let (status, error) = match self {
             Self::Unauthorized => (
                 StatusCode::UNAUTHORIZED,
-                json!({ "error": { "code": "unauthorized", "message": "a valid API key is required: send `Authorization: Bearer <key>`" } }),
+                ErrorDetail::new(
+                    "unauthorized",
+                    "a valid API key is required: send `Authorization: Bearer <key>`",
+                ),
             ),
             Self::Forbidden => (
                 StatusCode::FORBIDDEN,
-                json!({ "error": { "code": "forbidden", "message": "this operation needs an admin key" } }),
+                ErrorDetail::new("forbidden", "this operation needs an admin key"),
             ),
             Self::NotFound(message) => (
                 StatusCode::NOT_FOUND,
-                json!({ "error": { "code": "not_found", "message": message } }),
+                ErrorDetail::new("not_found", message),
             ),
             Self::Client {
                 status,
                 code,
                 message,
-            } => (
-                status,
-                json!({ "error": { "code": code, "message": message } }),
-            ),
+            } => (status, ErrorDetail::new(code, message)),
             Self::BudgetExceeded(x) => (
                 StatusCode::CONFLICT,
-                json!({ "error": { "code": "budget_exceeded", "message": x.to_string(), "budget": exceeded_json(&x) } }),
+                ErrorDetail {
+                    code: "budget_exceeded".into(),
+                    message: x.to_string(),
+                    budget: Some(ExceededBudget::from(&*x)),
+                },
             ),
             Self::Internal(detail) => {
                 tracing::error!(%detail, "request failed in the store");
                 (
                     StatusCode::SERVICE_UNAVAILABLE,
-                    json!({ "error": { "code": "unavailable", "message": "the budget store failed; retry later" } }),
+                    ErrorDetail::new("unavailable", "the budget store failed; retry later"),
                 )
             }
         };
+        let body = ErrorBody { error };
         let mut response = (status, axum::Json(body)).into_response();
         if status == StatusCode::UNAUTHORIZED {
             response

@@ -3,18 +3,21 @@
 //! - [`api`]: the HTTP/JSON API under `/v1` (axum).
 //! - [`auth`]: API keys, hashed at rest, and the `Authorization: Bearer` extractor.
 //! - [`error`]: the one error type and our JSON error shape.
+//! - [`metrics`]: Prometheus counters and latency histograms for `GET /metrics`.
 //! - [`store`]: projects, keys and ledgers on SQLite (default) or Postgres.
 //! - [`sweeper`]: the background task that expires overdue reservations.
 
 pub mod api;
 pub mod auth;
 pub mod error;
+pub mod metrics;
 pub mod store;
 pub mod sweeper;
 
 use std::sync::Arc;
 
 pub use api::router;
+pub use metrics::Metrics;
 pub use store::Store;
 
 /// What every handler shares.
@@ -22,6 +25,8 @@ pub use store::Store;
 pub struct AppState {
     /// The budget store.
     pub store: Arc<Store>,
+    /// What `GET /metrics` reports.
+    pub metrics: Arc<Metrics>,
 }
 
 impl AppState {
@@ -30,6 +35,7 @@ impl AppState {
     pub fn new(store: Store) -> Self {
         Self {
             store: Arc::new(store),
+            metrics: Arc::default(),
         }
     }
 }
