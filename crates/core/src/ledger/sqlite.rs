@@ -168,11 +168,25 @@ impl SqliteLedger {
 
     /// Runs `f` in one write transaction with the budgets loaded, committing if it returns `Ok`.
     fn write<T>(&self, f: impl FnOnce(&Transaction<'_>, &mut Cache<'_>) -> Result<T>) -> Result<T> {
+        self.transaction(TransactionBehavior::Immediate, f)
+    }
+
+    /// Like [`Self::write`] for reads: a deferred transaction, one consistent snapshot that
+    /// does not take the file's write lock from other processes.
+    fn read<T>(&self, f: impl FnOnce(&Transaction<'_>, &mut Cache<'_>) -> Result<T>) -> Result<T> {
+        self.transaction(TransactionBehavior::Deferred, f)
+    }
+
+    fn transaction<T>(
+        &self,
+        behavior: TransactionBehavior,
+        f: impl FnOnce(&Transaction<'_>, &mut Cache<'_>) -> Result<T>,
+    ) -> Result<T> {
         let mut guard = self.conn.lock();
         let conn = &mut *guard;
         let tx = conn
             .db
-            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .transaction_with_behavior(behavior)
             .map_err(|e| storage_error(&self.path, &e))?;
         let version: i64 = tx
             .prepare_cached("SELECT value FROM bursora_meta WHERE key = 'budgets_version'")
@@ -517,7 +531,7 @@ impl Ledger for SqliteLedger {
     }
 
     fn budgets(&self) -> Result<Vec<Budget>> {
-        self.write(|_, cache| Ok(cache.budgets.clone()))
+        self.read(|_, cache| Ok(cache.budgets.clone()))
     }
 
     fn reserve(&self, req: &ReserveRequest<'_>) -> Result<Reservation> {
@@ -644,7 +658,7 @@ impl Ledger for SqliteLedger {
 
     fn status(&self) -> Result<Vec<BudgetStatus>> {
         let now = self.clock.now_ms();
-        self.write(|tx, cache| {
+        self.read(|tx, cache| {
             let mut out = Vec::new();
             let mut stmt = tx
                 .prepare_cached(
