@@ -20,10 +20,19 @@ export declare class NativeGuard {
    */
   constructor(optionsJson: string)
   /**
-   * Estimates, prices and reserves one call before dispatch. `endpoint`: 0 chat
-   * completions, 1 responses, 2 embeddings. A refusal comes back as `{ ok: false, refusal }`.
+   * Estimates, prices and reserves one call before dispatch (embedded mode). `endpoint`: 0
+   * chat completions, 1 responses, 2 embeddings. A refusal comes back as `{ ok: false, refusal }`.
    */
   admit(endpointCode: number, bodyJson: string, tags?: NativeTags | undefined | null, provider?: string | undefined | null, baseUrl?: string | undefined | null): NativeAdmission
+  /** True when reservations go to bursora-server: use `admitAsync`. */
+  get remote(): boolean
+  /**
+   * Server mode: like `admit`, as a promise resolved once bursora-server decided (or the
+   * fail mode did). The caller's thread never waits on the network. It never rejects: a
+   * `failMode: "closed"` refusal has `refusal.code: "budget_unavailable"`, a bad request
+   * `invalid_input`.
+   */
+  admitAsync(endpointCode: number, bodyJson: string, tags?: NativeTags | undefined | null, provider?: string | undefined | null, baseUrl?: string | undefined | null): Promise<NativeAdmission>
   /** The call returned: settle from `{ usage, service_tier, output }` (JSON). Returns at once. */
   finishResponse(id: string, responseJson: string): void
   /** A stream ended early with `outputText` seen: settle input plus those tokens. */
@@ -34,8 +43,11 @@ export declare class NativeGuard {
   finishUnknown(id: string): void
   /** Renews a live stream's reservation for another TTL; false if it already ended. */
   keepAlive(id: string): boolean
-  /** Every budget's current window, after applying pending settlements. */
-  spend(): Array<NativeBudgetStatus>
+  /**
+   * Every budget's current window, after applying pending settlements. Runs on libuv's
+   * thread pool: in server mode it asks bursora-server.
+   */
+  spend(): Promise<Array<NativeBudgetStatus>>
   /** Resolves once every settlement handed over so far is applied. */
   flush(): Promise<unknown>
   /** Flushes, then stops the background reporter. */
@@ -75,6 +87,11 @@ export interface NativeAdmission {
   capped?: boolean
   maxOutputTokens?: number
   inputTokens?: number
+  /**
+   * Server mode, fail-open: the server could not decide, the call goes out unreserved and
+   * its usage is delivered when the server is back.
+   */
+  unreserved?: boolean
   refusal?: NativeRefusal
   warnings?: Array<NativeWarning>
 }
@@ -101,7 +118,7 @@ export interface NativeBudgetStatus {
 
 /** Why a call was refused before dispatch. */
 export interface NativeRefusal {
-  /** `budget_exceeded` or `unknown_model`. */
+  /** `budget_exceeded`, `unknown_model` or `budget_unavailable`. */
   code: string
   message: string
   model: string

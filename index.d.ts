@@ -124,14 +124,12 @@ export interface Bursora {
 /** Options of {@link createBursora} and {@link wrap}. Every field is optional. */
 export interface BursoraOptions {
   /**
-   * Server mode: the URL of `bursora-server` (default: env `BURSORA_ENDPOINT`).
-   * Not available in this version: setting it throws {@link BursoraConfigError}.
+   * Server mode: the URL of `bursora-server` (default: env `BURSORA_ENDPOINT`). Several replicas
+   * may be given separated by commas; a replica that fails is skipped. Budgets then live in the
+   * server (dashboard, `bursora-server budgets ...`): `budgets` and `db` are refused.
    */
   endpoint?: string;
-  /**
-   * Server mode: a project API key (default: env `BURSORA_API_KEY`).
-   * Not available in this version: setting it throws {@link BursoraConfigError}.
-   */
+  /** Server mode: a project API key (default: env `BURSORA_API_KEY`). */
   apiKey?: string;
   /** Embedded-mode budgets. Default: none (spend is recorded, nothing is refused). */
   budgets?: BudgetSpec[];
@@ -152,9 +150,10 @@ export interface BursoraOptions {
   policy?: "block" | "fit";
   /**
    * When the ledger cannot decide (embedded: the SQLite file fails; server mode: the server does
-   * not answer in time): `"open"` (default) lets the call through unmetered, with a warning;
-   * `"closed"` refuses it with {@link BudgetUnavailableError}. Default: env `BURSORA_FAIL_MODE`,
-   * else `"open"`.
+   * not answer within `decisionTimeoutMs`, or is known to be away): `"open"` (default) lets the
+   * call through with a warning — in server mode its usage is still counted, delivered to the
+   * server when it is back; `"closed"` refuses it with {@link BudgetUnavailableError} before
+   * dispatch. Default: env `BURSORA_FAIL_MODE`, else `"open"`.
    */
   failMode?: "open" | "closed";
   /**
@@ -170,7 +169,11 @@ export interface BursoraOptions {
    * Default: 600000 (10 minutes).
    */
   reservationTtlMs?: number;
-  /** Server mode: how long a call waits for a decision before `failMode` applies. */
+  /**
+   * Server mode: how long a call waits for the server's decision before `failMode` applies
+   * (default 1000). After one such failure no call waits on the server again until a background
+   * probe finds it back (a circuit breaker).
+   */
   decisionTimeoutMs?: number;
   /**
    * Receives warnings (unknown model priced at the fallback, a budget limit changed by this

@@ -34,7 +34,7 @@ const OPTION_KEYS: ReadonlySet<string> = new Set([
 /** SPEC §2.5: a reservation not settled within this is settled at its amount. */
 const DEFAULT_RESERVATION_TTL_MS = 10 * 60_000;
 
-/** Embedded-mode options in the exact shape the addon accepts (it rejects unknown fields). */
+/** Options in the exact shape the addon accepts (it rejects unknown fields). */
 interface NativeOptions {
   budgets?: { name: string; match?: Api.Tags; limitUsd: number; window: string; mode?: string }[];
   db?: string;
@@ -42,6 +42,10 @@ interface NativeOptions {
   unknownModel?: string;
   prices?: Record<string, Api.ModelPrice>;
   reservationTtlMs?: number;
+  endpoint?: string;
+  apiKey?: string;
+  failMode?: string;
+  decisionTimeoutMs?: number;
 }
 
 function env(name: string): string | undefined {
@@ -78,15 +82,21 @@ function toNativeOptions(options: Options): NativeOptions {
   }
   const endpoint = options.endpoint ?? env("BURSORA_ENDPOINT");
   const apiKey = options.apiKey ?? env("BURSORA_API_KEY");
-  if (endpoint !== undefined || apiKey !== undefined) {
-    const given = [
-      options.endpoint !== undefined ? "the `endpoint` option" : endpoint !== undefined ? "BURSORA_ENDPOINT" : "",
-      options.apiKey !== undefined ? "the `apiKey` option" : apiKey !== undefined ? "BURSORA_API_KEY" : "",
-    ].filter(Boolean);
+  if (endpoint !== undefined && typeof endpoint !== "string") {
+    throw new BursoraConfigError("`endpoint` must be the URL of bursora-server, e.g. \"http://127.0.0.1:8787\"");
+  }
+  if (apiKey !== undefined && typeof apiKey !== "string") throw new BursoraConfigError("`apiKey` must be a string");
+  if (endpoint === undefined && apiKey !== undefined) {
     throw new BursoraConfigError(
-      `Server mode (${given.join(" and ")}) arrives with bursora-server and is not available in this ` +
-        `version of @bursora/sdk. Unset ${given.join(" and ")} to run in embedded mode: budgets in ` +
-        `code, the ledger in memory or in the SQLite file named by \`db\` / BURSORA_DB.`,
+      `An API key is set (${options.apiKey !== undefined ? "the `apiKey` option" : "BURSORA_API_KEY"}) but no ` +
+        `server: set BURSORA_ENDPOINT (or the \`endpoint\` option) to bursora-server's URL, or unset the key ` +
+        `to run in embedded mode.`,
+    );
+  }
+  if (endpoint !== undefined && apiKey === undefined) {
+    throw new BursoraConfigError(
+      `Server mode (${options.endpoint !== undefined ? "the `endpoint` option" : "BURSORA_ENDPOINT"}) needs a ` +
+        `project key: set BURSORA_API_KEY (or the \`apiKey\` option) to a key from \`bursora-server keys create\`.`,
     );
   }
   oneOf(options.policy, ["block", "fit"], "`policy`");
@@ -101,6 +111,13 @@ function toNativeOptions(options: Options): NativeOptions {
   }
 
   const out: NativeOptions = {};
+  if (endpoint !== undefined && apiKey !== undefined) {
+    out.endpoint = endpoint;
+    out.apiKey = apiKey;
+    const failMode = options.failMode ?? env("BURSORA_FAIL_MODE");
+    if (failMode !== undefined) out.failMode = failMode;
+    if (options.decisionTimeoutMs !== undefined) out.decisionTimeoutMs = options.decisionTimeoutMs;
+  }
   if (options.budgets !== undefined) {
     if (!Array.isArray(options.budgets)) {
       throw new BursoraConfigError("`budgets` must be an array of { name, limitUsd, window, match?, mode? }");
@@ -125,7 +142,8 @@ function toNativeOptions(options: Options): NativeOptions {
       return spec;
     });
   }
-  const db = options.db ?? env("BURSORA_DB");
+  // BURSORA_DB is for embedded mode; in server mode only an explicit `db` is a conflict.
+  const db = options.db ?? (endpoint === undefined ? env("BURSORA_DB") : undefined);
   if (db !== undefined) {
     if (typeof db !== "string") throw new BursoraConfigError("`db` must be a file path");
     out.db = db;
@@ -193,6 +211,8 @@ export class Guard {
   /** The guard's own default tags (`options.tags`), or null. */
   readonly defaults: TagDefaults | null;
   readonly failClosed: boolean;
+  /** Reservations go to bursora-server: admissions are asynchronous (`admitAsync`). */
+  readonly remote: boolean;
   /** A live stream renews its reservation after this long (half the reservation TTL). */
   readonly keepAliveMs: number;
   /** Settlements were handed to the addon since the last flush. */
@@ -213,6 +233,7 @@ export class Guard {
       if (err instanceof BursoraError) throw err;
       throw new BursoraConfigError(`Invalid Bursora options: ${messageOf(err)}`, { cause: err });
     }
+    this.remote = this.native.remote;
     // Warnings raised while building (e.g. a budget limit changed by this declaration).
     this.drainWarnings();
     live.add(this.#ref);
@@ -233,6 +254,19 @@ export class Guard {
     } catch (err) {
       return this.#admitFailed(err);
     }
+    if (admission.warnings !== undefined && admission.warnings !== null) this.deliver(admission.warnings);
+    if (!admission.ok) throw refusalError(admission.refusal, tags);
+    this.dirty = true;
+    return admission;
+  }
+
+  /**
+   * Server mode: reserves one call on bursora-server. Resolves with the admission (possibly
+   * unreserved, when the server could not decide and `failMode` is open); rejects with the
+   * refusal as a typed error.
+   */
+  async admitAsync(endpoint: number, bodyJson: string, tags: NativeTags | null, baseURL: string | null): Promise<NativeAdmission> {
+    const admission = await this.native.admitAsync(endpoint, bodyJson, tags, null, baseURL);
     if (admission.warnings !== undefined && admission.warnings !== null) this.deliver(admission.warnings);
     if (!admission.ok) throw refusalError(admission.refusal, tags);
     this.dirty = true;
@@ -284,9 +318,14 @@ export class Guard {
   async spend(): Promise<Api.BudgetStatus[]> {
     let rows: NativeBudgetStatus[];
     try {
-      rows = this.native.spend();
+      rows = await this.native.spend();
     } catch (err) {
-      throw new BudgetUnavailableError(`Bursora could not read the budget ledger: ${messageOf(err)}`, { cause: err });
+      const message = messageOf(err);
+      if (message.startsWith("[config]")) throw new BursoraConfigError(message.slice(9), { cause: err });
+      throw new BudgetUnavailableError(
+        `Bursora could not read the budgets: ${message.replace(/^\[[a-z_]+\] /, "")}`,
+        { cause: err },
+      );
     } finally {
       this.drainWarnings();
     }
@@ -333,6 +372,14 @@ function refusalError(refusal: NativeRefusal | undefined | null, tags: NativeTag
     return new BursoraError("internal", "Bursora refused the call without a reason (a bug in bursora)");
   }
   if (refusal.code === "unknown_model") return new UnknownModelError(refusal.message, refusal.model);
+  if (refusal.code === "budget_unavailable") return new BudgetUnavailableError(refusal.message);
+  if (refusal.code === "invalid_input") {
+    return new BursoraError(
+      "invalid_input",
+      `Bursora could not read this request to estimate its cost, so it was not sent: ${refusal.message}`,
+    );
+  }
+  if (refusal.code !== "budget_exceeded") return new BursoraError(refusal.code as Api.BursoraErrorCode, refusal.message);
   const b = refusal.budget;
   const budget: Api.RefusingBudget = {
     id: b?.id ?? "",

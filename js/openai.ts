@@ -13,6 +13,11 @@
 //   * a side chain on `responsePromise` sees HTTP errors, and the raw `Response` of calls that
 //     are never parsed (only `.asResponse()`, or nobody awaited them): their body is read from a
 //     `clone()` made before the caller can touch it.
+// - Server mode reserves over the network, so the decision cannot be made before `create`
+//   returns. The request is handed to openai at once (the caller still gets openai's own
+//   APIPromise), and dispatch waits in the client's `prepareOptions` — the async hook every
+//   request passes through before it is built and sent (v5–v7) — until the reservation is
+//   decided: a refusal rejects the request there, before the provider sees anything.
 // - A `Stream` is observed by replacing its `iterator` field, the one source that
 //   `[Symbol.asyncIterator]`, `tee()` and `toReadableStream()` all read, so `controller` and
 //   those helpers behave as before.
@@ -61,6 +66,16 @@ interface StreamLike {
 
 const METER = Symbol.for("bursora.sdk.meter");
 const CALL = Symbol("bursora.call");
+const PREPARE_HOOKED = Symbol("bursora.prepareOptions");
+
+/** A server-mode call waiting for its reservation, keyed by the body object we hand openai. */
+interface Pending {
+  admitting: Promise<NativeAdmission>;
+  call: Call;
+  endpoint: Endpoint;
+}
+
+const pending = new WeakMap<object, Pending>();
 
 export function isOpenAIClient(client: unknown): client is OpenAILike {
   const c = client as Partial<OpenAILike> | null;
@@ -150,6 +165,7 @@ function meteredCall(
   } catch {
     return create.call(resource, body, options); // e.g. a cycle: openai will fail to send it too
   }
+  if (guard.remote) return meteredCallRemote(client, resource, create, endpoint, guard, meter, request, json, options);
   let tags: NativeTags | null;
   let admission: NativeAdmission | null;
   try {
@@ -184,6 +200,99 @@ function meteredCall(
   }
   hook(result, call);
   return result;
+}
+
+/** Server mode: see the header. Returns openai's APIPromise; dispatch waits for the decision. */
+function meteredCallRemote(
+  client: OpenAILike,
+  resource: Resource,
+  create: Resource["create"],
+  endpoint: Endpoint,
+  guard: Guard,
+  meter: ClientMeter,
+  request: Body,
+  json: string,
+  options: unknown,
+): unknown {
+  let tags: NativeTags | null;
+  try {
+    tags = callTags(meter.defaults);
+  } catch (err) {
+    return refused(err);
+  }
+  if (!hookPrepareOptions(client)) {
+    return refused(
+      new BursoraConfigError(
+        "This client has no prepareOptions hook, so Bursora's server mode cannot hold its requests " +
+          "until bursora-server decides. Use the official `openai` package v5–v7.",
+      ),
+    );
+  }
+  const admitting = guard.admitAsync(endpoint, json, tags, client.baseURL);
+  // The rejection is delivered through prepareOptions; this only keeps it from being reported
+  // as unhandled when the request never gets that far.
+  admitting.catch(() => undefined);
+  const stream = request.stream === true;
+  const call = new Call(guard, null, endpoint, request, tags, stream);
+  // Always our own copy: it is the key prepareOptions finds this call by, and a caller may send
+  // one body object several times at once.
+  const sent: Body = { ...request };
+  if (stream && endpoint === Endpoint.ChatCompletions) {
+    const streamOptions = request.stream_options as Body | null | undefined;
+    if (streamOptions?.include_usage !== true) {
+      sent.stream_options = { ...streamOptions, include_usage: true };
+      call.hideUsageChunk = true;
+    }
+  }
+  pending.set(sent, { admitting, call, endpoint });
+  call.abortedBeforeSend = (options as { signal?: AbortSignal } | null | undefined)?.signal?.aborted === true;
+  let result: unknown;
+  try {
+    result = create.call(resource, sent, options);
+  } catch (err) {
+    pending.delete(sent);
+    // Nothing was sent: give back whatever gets reserved.
+    admitting.then(
+      (admission) => {
+        call.admitted(admission);
+        call.failed();
+      },
+      () => undefined,
+    );
+    throw err;
+  }
+  hook(result, call);
+  return result;
+}
+
+/** Installs the dispatch gate on `client` once; false when it has no prepareOptions hook. */
+function hookPrepareOptions(client: OpenAILike): boolean {
+  const target = client as OpenAILike & { [PREPARE_HOOKED]?: true; prepareOptions?: (options: unknown) => Promise<void> };
+  if (target[PREPARE_HOOKED] === true) return true;
+  const original = target.prepareOptions;
+  if (typeof original !== "function") return false;
+  Object.defineProperty(target, PREPARE_HOOKED, { value: true, configurable: true });
+  Object.defineProperty(target, "prepareOptions", {
+    value: async function prepareOptionsMetered(this: unknown, options: { body?: unknown; signal?: AbortSignal | null }): Promise<void> {
+      const body = options?.body;
+      const waiting = body !== null && typeof body === "object" ? pending.get(body) : undefined;
+      if (waiting !== undefined) {
+        pending.delete(body as object);
+        // A refusal throws here: the request is never built, the provider sees nothing.
+        const admission = await waiting.admitting;
+        const call = waiting.call;
+        call.admitted(admission);
+        if (options.signal?.aborted === true) call.abortedBeforeSend = true;
+        if (admission.capped === true && !call.stream && typeof admission.maxOutputTokens === "number") {
+          options.body = capped(waiting.endpoint, body as Body, admission.maxOutputTokens);
+        }
+      }
+      return original.call(this, options);
+    },
+    writable: true,
+    configurable: true,
+  });
+  return true;
 }
 
 /**
@@ -289,12 +398,13 @@ function parseResponseMetered(this: APIPromiseLike, client: unknown, props: { re
 class Call {
   readonly #guard: NativeGuard;
   readonly #owner: Guard;
-  readonly #id: string;
-  readonly #admission: NativeAdmission;
+  /** Unset until admitted (server mode decides after the call was made; a refusal never is). */
+  #id: string | undefined;
+  #admission: NativeAdmission | null;
   readonly #endpoint: Endpoint;
   readonly #request: Body;
   readonly #tags: NativeTags | null;
-  readonly #stream: boolean;
+  readonly stream: boolean;
   #done = false;
   /** Chat streams: hide the usage-only chunk we asked for. */
   hideUsageChunk = false;
@@ -316,15 +426,21 @@ class Call {
   #outputTokens = 0;
   #renewedAt = 0;
 
-  constructor(owner: Guard, admission: NativeAdmission, endpoint: Endpoint, request: Body, tags: NativeTags | null, stream: boolean) {
+  constructor(owner: Guard, admission: NativeAdmission | null, endpoint: Endpoint, request: Body, tags: NativeTags | null, stream: boolean) {
     this.#owner = owner;
     this.#guard = owner.native;
-    this.#id = admission.id!;
     this.#admission = admission;
+    this.#id = admission?.id ?? undefined;
     this.#endpoint = endpoint;
     this.#request = request;
     this.#tags = tags;
-    this.#stream = stream;
+    this.stream = stream;
+  }
+
+  /** Server mode: the reservation was decided before dispatch. */
+  admitted(admission: NativeAdmission): void {
+    this.#admission = admission;
+    this.#id = admission.id ?? undefined;
   }
 
   // --- endings: each finishes the reservation once ---------------------------------------
@@ -332,6 +448,8 @@ class Call {
   #finish(): boolean {
     if (this.#done) return false;
     this.#done = true;
+    // Never admitted (refused before dispatch): there is nothing to finish.
+    if (this.#id === undefined) return false;
     this.#owner.dirty = true;
     return true;
   }
@@ -340,28 +458,28 @@ class Call {
     if (result?.usage == null) return this.unknown(); // no usage reported: settle at the reservation
     if (!this.#finish()) return;
     this.#guard.finishResponse(
-      this.#id,
+      this.#id!,
       JSON.stringify({ usage: result.usage, service_tier: result.service_tier, output: webSearchCalls(result.output) }),
     );
   }
 
   partial(): void {
-    if (this.#finish()) this.#guard.finishPartial(this.#id, this.#text);
+    if (this.#finish()) this.#guard.finishPartial(this.#id!, this.#text);
   }
 
   failed(): void {
-    if (this.#finish()) this.#guard.finishFailed(this.#id);
+    if (this.#finish()) this.#guard.finishFailed(this.#id!);
   }
 
   unknown(): void {
-    if (this.#finish()) this.#guard.finishUnknown(this.#id);
+    if (this.#finish()) this.#guard.finishUnknown(this.#id!);
   }
 
   // --- APIPromise events ---------------------------------------------------------------------
 
   /** The HTTP response arrived (before anyone parsed it). */
   responded(promise: APIPromiseLike, response: Response): void {
-    if (this.#done || this.#stream || this.unwrapped || promise.parsedPromise !== undefined) return;
+    if (this.#done || this.stream || this.unwrapped || promise.parsedPromise !== undefined) return;
     // Not parsed (yet): the caller took `.asResponse()`, or did not await at all. Read the usage from a copy of the body, leaving theirs unread.
     // Streams are left to parsing; a stream nobody parses settles at its reservation on expiry.
     let copy: Response;
@@ -396,7 +514,7 @@ class Call {
    */
   parsed<V>(value: V): V {
     if (this.#done || this.#observed) return value;
-    if (this.#stream) {
+    if (this.stream) {
       this.#observed = true;
       if (isStream(value)) this.#observe(value);
       else this.unknown();
@@ -473,8 +591,8 @@ class Call {
     return new BudgetCutoffError({
       model: String(this.#request.model),
       tags: Object.freeze(this.#tags === null ? {} : this.#tags.entries()),
-      maxOutputTokens: this.#admission.maxOutputTokens ?? 0,
-      reservedUsd: this.#admission.reservedUsd ?? 0,
+      maxOutputTokens: this.#admission?.maxOutputTokens ?? 0,
+      reservedUsd: this.#admission?.reservedUsd ?? 0,
     });
   }
 
@@ -542,12 +660,12 @@ class Call {
     if (text.length === 0) return;
     this.#text += text;
     // Counting costs a native call per delta, so only capped (`fit`) streams pay for it.
-    if (this.#admission.capped === true) this.#outputTokens += native().countTokens(String(this.#request.model), text);
+    if (this.#admission?.capped === true) this.#outputTokens += native().countTokens(String(this.#request.model), text);
   }
 
   #overCap(): boolean {
-    const max = this.#admission.maxOutputTokens;
-    if (this.#admission.capped !== true || typeof max !== "number") return false;
+    const max = this.#admission?.maxOutputTokens;
+    if (this.#admission?.capped !== true || typeof max !== "number") return false;
     const n = typeof this.#request.n === "number" && this.#request.n > 1 ? this.#request.n : 1;
     return this.#outputTokens >= max * n;
   }
@@ -556,6 +674,7 @@ class Call {
     const now = Date.now();
     if (now - this.#renewedAt < this.#owner.keepAliveMs) return;
     this.#renewedAt = now;
+    if (this.#id === undefined) return;
     try {
       this.#guard.keepAlive(this.#id);
     } catch {

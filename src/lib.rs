@@ -106,7 +106,7 @@ pub struct NativeRefusedBudget {
 /// Why a call was refused before dispatch.
 #[napi(object)]
 pub struct NativeRefusal {
-    /// `budget_exceeded` or `unknown_model`.
+    /// `budget_exceeded`, `unknown_model` or `budget_unavailable`.
     pub code: String,
     pub message: String,
     pub model: String,
@@ -133,6 +133,9 @@ pub struct NativeAdmission {
     pub capped: Option<bool>,
     pub max_output_tokens: Option<f64>,
     pub input_tokens: Option<f64>,
+    /// Server mode, fail-open: the server could not decide, the call goes out unreserved and
+    /// its usage is delivered when the server is back.
+    pub unreserved: Option<bool>,
     pub refusal: Option<NativeRefusal>,
     pub warnings: Option<Vec<NativeWarning>>,
 }
@@ -219,10 +222,9 @@ impl NativeGuard {
         })
     }
 
-    /// Estimates, prices and reserves one call before dispatch. `endpoint`: 0 chat
-    /// completions, 1 responses, 2 embeddings. A refusal comes back as `{ ok: false, refusal }`.
+    /// Estimates, prices and reserves one call before dispatch (embedded mode). `endpoint`: 0
+    /// chat completions, 1 responses, 2 embeddings. A refusal comes back as `{ ok: false, refusal }`.
     #[napi(catch_unwind)]
-    #[allow(clippy::cast_precision_loss)]
     pub fn admit(
         &self,
         endpoint_code: u32,
@@ -241,63 +243,64 @@ impl NativeGuard {
             provider.as_deref(),
             base_url.as_deref(),
         );
-        let warnings = self
-            .inner
-            .has_warnings()
-            .then(|| warnings_to_js(self.inner.take_warnings()));
-        let model = || {
-            body.get("model")
-                .and_then(|m| m.as_str())
-                .unwrap_or_default()
-                .to_owned()
-        };
-        match result {
-            Ok(a) => Ok(NativeAdmission {
-                ok: true,
-                id: Some(a.id),
-                reserved_usd: Some(a.reserved.to_usd_f64()),
-                estimated_usd: Some(a.estimated.to_usd_f64()),
-                capped: Some(a.capped),
-                max_output_tokens: a.max_output_tokens.map(|m| m.min(1 << 53) as f64),
-                input_tokens: Some(a.input_tokens as f64),
-                refusal: None,
-                warnings,
-            }),
-            Err(CoreError::BudgetExceeded(x)) => Ok(NativeAdmission {
-                ok: false,
-                refusal: Some(NativeRefusal {
-                    code: "budget_exceeded".to_owned(),
-                    message: x.to_string(),
-                    model: model(),
-                    estimated_usd: Some(x.requested.to_usd_f64()),
-                    budget: Some(NativeRefusedBudget {
-                        id: x.id.to_string(),
-                        name: x.name.clone(),
-                        key: x.key.clone(),
-                        window: x.window.as_str().to_owned(),
-                        limit_usd: x.limit.to_usd_f64(),
-                        spent_usd: x.spent.to_usd_f64(),
-                        reserved_usd: x.reserved.to_usd_f64(),
-                        resets_at: x.resets_at_ms.map(format_utc),
-                    }),
-                }),
-                warnings,
-                ..refused()
-            }),
-            Err(e @ CoreError::UnknownModel { .. }) => Ok(NativeAdmission {
-                ok: false,
-                refusal: Some(NativeRefusal {
-                    code: e.code().to_owned(),
-                    message: e.to_string(),
-                    model: model(),
-                    estimated_usd: None,
-                    budget: None,
-                }),
-                warnings,
-                ..refused()
-            }),
-            Err(e) => Err(js_error(&e)),
-        }
+        admission_to_js(&self.inner, result, || model_of(&body))
+    }
+
+    /// True when reservations go to bursora-server: use `admitAsync`.
+    #[napi(getter, catch_unwind)]
+    pub fn remote(&self) -> bool {
+        self.inner.is_remote()
+    }
+
+    /// Server mode: like `admit`, as a promise resolved once bursora-server decided (or the
+    /// fail mode did). The caller's thread never waits on the network. It never rejects: a
+    /// `failMode: "closed"` refusal has `refusal.code: "budget_unavailable"`, a bad request
+    /// `invalid_input`.
+    #[napi(catch_unwind, ts_return_type = "Promise<NativeAdmission>")]
+    pub fn admit_async<'env>(
+        &self,
+        env: &'env Env,
+        endpoint_code: u32,
+        body_json: String,
+        tags: Option<&NativeTags>,
+        provider: Option<String>,
+        base_url: Option<String>,
+    ) -> Result<Object<'env>, String> {
+        let body = parse_json(&body_json, "the request body")?;
+        let endpoint = endpoint(endpoint_code)?;
+        let (deferred, promise) = env
+            .create_deferred::<NativeAdmission, _>()
+            .map_err(|e| napi::Error::new("internal".to_owned(), e.to_string()))?;
+        let empty = Tags::default();
+        let tags = tags.map_or(&empty, |t| &*t.inner);
+        let model = model_of(&body);
+        let guard = self.inner.clone();
+        self.inner.admit_async(
+            endpoint,
+            &body,
+            tags,
+            provider.as_deref(),
+            base_url.as_deref(),
+            move |result| {
+                // Never rejects: any failure is a refusal with its code (`invalid_input`, ...),
+                // so the JS side has one place that turns codes into error classes.
+                let admission =
+                    admission_to_js(&guard, result, || model.clone()).unwrap_or_else(|e| {
+                        NativeAdmission {
+                            refusal: Some(NativeRefusal {
+                                code: e.status,
+                                message: e.reason,
+                                model,
+                                estimated_usd: None,
+                                budget: None,
+                            }),
+                            ..refused()
+                        }
+                    });
+                deferred.resolve(move |_| Ok(admission));
+            },
+        );
+        Ok(promise)
     }
 
     /// The call returned: settle from `{ usage, service_tier, output }` (JSON). Returns at once.
@@ -333,11 +336,13 @@ impl NativeGuard {
         self.inner.keep_alive(&id).map_err(|e| js_error(&e))
     }
 
-    /// Every budget's current window, after applying pending settlements.
-    #[napi(catch_unwind)]
-    pub fn spend(&self) -> Result<Vec<NativeBudgetStatus>, String> {
-        let rows = self.inner.spend().map_err(|e| js_error(&e))?;
-        Ok(rows.into_iter().map(status_to_js).collect())
+    /// Every budget's current window, after applying pending settlements. Runs on libuv's
+    /// thread pool: in server mode it asks bursora-server.
+    #[napi(catch_unwind, ts_return_type = "Promise<Array<NativeBudgetStatus>>")]
+    pub fn spend(&self) -> AsyncTask<Spend> {
+        AsyncTask::new(Spend {
+            guard: self.inner.clone(),
+        })
     }
 
     /// Resolves once every settlement handed over so far is applied.
@@ -365,6 +370,73 @@ impl NativeGuard {
     }
 }
 
+fn model_of(body: &serde_json::Value) -> String {
+    body.get("model")
+        .and_then(|m| m.as_str())
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// An admission or an expected refusal as a value; other failures as an error with its code.
+#[allow(clippy::cast_precision_loss)]
+fn admission_to_js(
+    guard: &Guard,
+    result: bursora_core::Result<bursora_core::guard::Admission>,
+    model: impl FnOnce() -> String,
+) -> Result<NativeAdmission, String> {
+    let warnings = guard
+        .has_warnings()
+        .then(|| warnings_to_js(guard.take_warnings()));
+    match result {
+        Ok(a) => Ok(NativeAdmission {
+            ok: true,
+            id: Some(a.id),
+            reserved_usd: Some(a.reserved.to_usd_f64()),
+            estimated_usd: Some(a.estimated.to_usd_f64()),
+            capped: Some(a.capped),
+            max_output_tokens: a.max_output_tokens.map(|m| m.min(1 << 53) as f64),
+            input_tokens: Some(a.input_tokens as f64),
+            unreserved: a.unreserved.then_some(true),
+            refusal: None,
+            warnings,
+        }),
+        Err(CoreError::BudgetExceeded(x)) => Ok(NativeAdmission {
+            refusal: Some(NativeRefusal {
+                code: "budget_exceeded".to_owned(),
+                message: x.to_string(),
+                model: model(),
+                estimated_usd: Some(x.requested.to_usd_f64()),
+                budget: Some(NativeRefusedBudget {
+                    id: x.id.to_string(),
+                    name: x.name.clone(),
+                    key: x.key.clone(),
+                    window: x.window.as_str().to_owned(),
+                    limit_usd: x.limit.to_usd_f64(),
+                    spent_usd: x.spent.to_usd_f64(),
+                    reserved_usd: x.reserved.to_usd_f64(),
+                    resets_at: x.resets_at_ms.map(format_utc),
+                }),
+            }),
+            warnings,
+            ..refused()
+        }),
+        Err(e @ (CoreError::UnknownModel { .. } | CoreError::Unavailable { .. })) => {
+            Ok(NativeAdmission {
+                refusal: Some(NativeRefusal {
+                    code: e.code().to_owned(),
+                    message: e.to_string(),
+                    model: model(),
+                    estimated_usd: None,
+                    budget: None,
+                }),
+                warnings,
+                ..refused()
+            })
+        }
+        Err(e) => Err(js_error(&e)),
+    }
+}
+
 fn refused() -> NativeAdmission {
     NativeAdmission {
         ok: false,
@@ -374,8 +446,37 @@ fn refused() -> NativeAdmission {
         capped: None,
         max_output_tokens: None,
         input_tokens: None,
+        unreserved: None,
         refusal: None,
         warnings: None,
+    }
+}
+
+/// Reads every budget's counters on libuv's thread pool.
+pub struct Spend {
+    guard: Arc<Guard>,
+}
+
+impl Task for Spend {
+    type Output = Vec<BudgetStatus>;
+    type JsValue = Vec<NativeBudgetStatus>;
+
+    fn compute(&mut self) -> napi::Result<Self::Output> {
+        let guard = self.guard.clone();
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || guard.spend())) {
+            Ok(Ok(rows)) => Ok(rows),
+            Ok(Err(e)) => Err(napi::Error::new(
+                napi::Status::GenericFailure,
+                format!("[{}] {e}", e.code()),
+            )),
+            Err(_) => Err(napi::Error::from_reason(
+                "internal error while reading the budgets (a bug in bursora)",
+            )),
+        }
+    }
+
+    fn resolve(&mut self, _env: Env, rows: Self::Output) -> napi::Result<Self::JsValue> {
+        Ok(rows.into_iter().map(status_to_js).collect())
     }
 }
 
@@ -394,9 +495,9 @@ impl Task for Drain {
         let stop = self.stop;
         std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
             if stop {
-                guard.shutdown()
+                guard.shutdown();
             } else {
-                guard.flush()
+                let _ = guard.flush();
             }
         }))
         .map_err(|_| napi::Error::from_reason("internal error while flushing (a bug in bursora)"))

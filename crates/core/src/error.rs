@@ -48,6 +48,13 @@ pub enum Error {
         /// What is wrong and how to fix it.
         message: String,
     },
+    /// bursora-server could not decide in time (down, hung, erroring) and `failMode` is
+    /// `closed`, or an operation needs the server while its circuit is open.
+    #[error("{message}")]
+    Unavailable {
+        /// What failed, and what to check.
+        message: String,
+    },
     /// A reservation id that this ledger never issued.
     #[error("unknown reservation {id:?}: it was never issued by this ledger")]
     UnknownReservation {
@@ -67,6 +74,7 @@ impl Error {
             Self::PriceData { .. } => "price_data",
             Self::Storage { .. } => "storage",
             Self::UnknownReservation { .. } => "unknown_reservation",
+            Self::Unavailable { .. } => "budget_unavailable",
             Self::Config { .. } => "config",
         }
     }

@@ -1,8 +1,11 @@
 //! The guard: the reservation protocol of SPEC §2 end to end, for one configuration.
 //!
-//! [`Guard::admit`] runs on the caller's path before dispatch: estimate the request's upper
-//! bound, price it, reserve it against every matching budget. [`Guard::finish`] hands how the
-//! call ended to the background [`Reporter`], which prices the real usage and settles.
+//! Admission runs on the caller's path before dispatch: estimate the request's upper bound,
+//! price it, reserve it against every matching budget — in a local ledger ([`Guard::admit`],
+//! synchronous) or on bursora-server ([`Guard::admit_async`], one round trip on the network
+//! thread, with the fail mode deciding when the server cannot). Both share the estimate and
+//! pricing ([`Guard::prepare`]) and the bookkeeping of admitted calls. [`Guard::finish`] hands
+//! how the call ended to the background [`Reporter`], which prices the real usage and settles.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -17,14 +20,16 @@ use crate::clock::{SharedClock, SystemClock};
 use crate::error::{Error, Result};
 use crate::estimate::{Endpoint, RequestEstimate, estimate};
 use crate::ledger::{
-    BudgetStatus, DEFAULT_TTL_MS, Ledger, MemoryLedger, Policy, ReserveRequest, SqliteLedger,
+    BudgetStatus, DEFAULT_TTL_MS, IdGen, Ledger, MemoryLedger, Policy, Reservation, ReserveRequest,
+    SqliteLedger,
 };
 use crate::money::NanoUsd;
 use crate::pricing::{
     ModelPrice, ModelRef, PriceContext, Pricer, ResolvedModel, TokenUsage, UnknownModelPolicy,
     UsageShape,
 };
-use crate::reporter::{Ending, Job, Reporter};
+use crate::remote::{Remote, RemoteOptions, RemoteReserve, ReserveOutcome};
+use crate::reporter::{Destination, Ending, Job, LedgerDestination, Reporter};
 use crate::warn::{SharedSink, Warning, WarningSink};
 
 /// Under the `fit` policy, the least output a capped call must still be allowed, in tokens: a
@@ -100,6 +105,18 @@ pub struct GuardOptions {
     /// Reservation TTL in ms (default 10 minutes).
     #[serde(default)]
     pub reservation_ttl_ms: Option<i64>,
+    /// Server mode: bursora-server's URL (several replicas: comma-separated).
+    #[serde(default)]
+    pub endpoint: Option<String>,
+    /// Server mode: the project key.
+    #[serde(default)]
+    pub api_key: Option<String>,
+    /// Server mode: `open` (default) or `closed` when the server cannot decide in time.
+    #[serde(default)]
+    pub fail_mode: Option<String>,
+    /// Server mode: how long a decision may wait on the server (default 1000 ms).
+    #[serde(default)]
+    pub decision_timeout_ms: Option<u64>,
 }
 
 impl GuardOptions {
@@ -130,6 +147,9 @@ pub struct Admission {
     pub input_tokens: u64,
     /// Budgets the reservation was taken from.
     pub budgets: usize,
+    /// Server mode, fail-open: the server could not decide, so the call goes out without a
+    /// reservation; its usage is delivered (under `id`) when the server is back.
+    pub unreserved: bool,
 }
 
 struct InFlight {
@@ -138,11 +158,39 @@ struct InFlight {
     reserved: NanoUsd,
     shape: UsageShape,
     input_tokens: u64,
+    unreserved: Option<Box<CallTags>>,
+    at_ms: i64,
 }
 
-/// One configured guard: a ledger, a pricer and a reporter.
+/// A call estimated and priced, ready to be reserved.
+#[derive(Debug)]
+pub struct Prepared {
+    call: CallTags,
+    amount: NanoUsd,
+    policy: Policy,
+    model: Arc<ResolvedModel>,
+    context: PriceContext,
+    input_tokens: u64,
+    output_tokens: u64,
+    choices: u32,
+    shape: UsageShape,
+    now_ms: i64,
+}
+
+/// Where reservations are kept.
+enum Backend {
+    /// In this process or a SQLite file.
+    Local(Arc<dyn Ledger>),
+    /// On bursora-server.
+    Remote {
+        remote: Arc<Remote>,
+        fail_open: bool,
+    },
+}
+
+/// One configured guard: a ledger (local or remote), a pricer and a reporter.
 pub struct Guard {
-    ledger: Arc<dyn Ledger>,
+    backend: Backend,
     pricer: Pricer,
     clock: SharedClock,
     policy: PolicyKind,
@@ -150,6 +198,8 @@ pub struct Guard {
     reporter: Reporter,
     inflight: Mutex<HashMap<String, InFlight, foldhash::fast::RandomState>>,
     warnings: Arc<QueuedWarnings>,
+    /// Server mode: reservation ids are chosen here (see [`crate::remote`]).
+    ids: IdGen,
 }
 
 impl std::fmt::Debug for Guard {
@@ -248,6 +298,23 @@ impl Guard {
                 )));
             }
         }
+        let ttl_ms = options.reservation_ttl_ms.unwrap_or(DEFAULT_TTL_MS);
+        crate::ledger::validate_ttl(ttl_ms)?;
+        if let Some(endpoint) = &options.endpoint {
+            let (backend, destination) = remote_backend(options, endpoint, &specs, sink.clone())?;
+            let reporter = Reporter::start(destination, clock.clone(), sink);
+            return Ok(Self {
+                backend,
+                pricer,
+                clock,
+                policy: options.policy,
+                ttl_ms,
+                reporter,
+                inflight: Mutex::new(HashMap::default()),
+                warnings,
+                ids: IdGen::new(),
+            });
+        }
         let ledger: Arc<dyn Ledger> = match &options.db {
             Some(path) => Arc::new(SqliteLedger::open_with_clock(
                 PathBuf::from(path),
@@ -272,11 +339,13 @@ impl Guard {
                 });
             }
         }
-        let ttl_ms = options.reservation_ttl_ms.unwrap_or(DEFAULT_TTL_MS);
-        crate::ledger::validate_ttl(ttl_ms)?;
-        let reporter = Reporter::start(ledger.clone(), clock.clone(), sink);
+        let reporter = Reporter::start(
+            Arc::new(LedgerDestination(ledger.clone())),
+            clock.clone(),
+            sink,
+        );
         Ok(Self {
-            ledger,
+            backend: Backend::Local(ledger),
             pricer,
             clock,
             policy: options.policy,
@@ -284,23 +353,24 @@ impl Guard {
             reporter,
             inflight: Mutex::new(HashMap::default()),
             warnings,
+            ids: IdGen::new(),
         })
     }
 
-    /// Estimates, prices and reserves one call (SPEC §2.1–2.2). `provider` and `base_url`
-    /// select prices; `policy` overrides the guard's.
+    /// Estimates and prices one call (SPEC §2.1): everything admission needs before it asks a
+    /// ledger. Cheap; runs on the caller's thread.
     ///
     /// # Errors
-    /// [`Error::BudgetExceeded`] when it does not fit; [`Error::UnknownModel`] under
-    /// `unknownModel: "block"`; [`Error::InvalidInput`] for a malformed body; storage failures.
-    pub fn admit(
+    /// [`Error::UnknownModel`] under `unknownModel: "block"`; [`Error::InvalidInput`] for a
+    /// malformed body.
+    pub fn prepare(
         &self,
         endpoint: Endpoint,
         body: &Value,
         tags: &Tags,
         provider: Option<&str>,
         base_url: Option<&str>,
-    ) -> Result<Admission> {
+    ) -> Result<Prepared> {
         let est = estimate(endpoint, body)?;
         // Every endpoint here speaks OpenAI's API: price by OpenAI's table when nothing else
         // (explicit provider, base URL, model name) identifies the provider.
@@ -316,7 +386,7 @@ impl Guard {
         let context = price_context(&est);
         let input_tokens = input_bound(&est, &model);
         let output_tokens = est.output_bound(model.max_output_tokens);
-        let estimated = model.upper_bound(input_tokens, output_tokens, &context, now);
+        let amount = model.upper_bound(input_tokens, output_tokens, &context, now);
         let policy = match self.policy {
             PolicyKind::Block => Policy::Block,
             PolicyKind::Fit => {
@@ -337,52 +407,220 @@ impl Guard {
                 .unwrap_or_default(),
             model: est.model.clone(),
         };
-        let request = ReserveRequest {
-            call: &call,
-            amount: estimated,
+        Ok(Prepared {
+            call,
+            amount,
             policy,
+            model,
+            context,
+            input_tokens,
+            output_tokens,
+            choices: est.choices.max(1),
+            shape: endpoint_shape(endpoint),
+            now_ms: now,
+        })
+    }
+
+    /// Books an admitted call so that [`Guard::finish`] can settle it.
+    fn commit(&self, p: Prepared, r: Reservation, unreserved: bool) -> Admission {
+        let max_output_tokens = if r.capped {
+            p.model
+                .max_output_within(p.input_tokens, r.amount, &p.context, p.now_ms)
+                .map(|total| (total / u64::from(p.choices)).min(p.output_tokens))
+        } else {
+            None
+        };
+        let admission = Admission {
+            id: r.id,
+            reserved: r.amount,
+            estimated: p.amount,
+            capped: r.capped,
+            max_output_tokens,
+            input_tokens: p.input_tokens,
+            budgets: r.budgets,
+            unreserved,
+        };
+        self.inflight.lock().insert(
+            admission.id.clone(),
+            InFlight {
+                model: p.model,
+                context: p.context,
+                reserved: r.amount,
+                shape: p.shape,
+                input_tokens: p.input_tokens,
+                unreserved: unreserved.then(|| Box::new(p.call)),
+                at_ms: p.now_ms,
+            },
+        );
+        admission
+    }
+
+    /// Estimates, prices and reserves one call in the local ledger (SPEC §2.1–2.2).
+    /// `provider` and `base_url` select prices.
+    ///
+    /// # Errors
+    /// [`Error::BudgetExceeded`] when it does not fit; [`Error::UnknownModel`] under
+    /// `unknownModel: "block"`; [`Error::InvalidInput`] for a malformed body; storage failures;
+    /// [`Error::Config`] in server mode (use [`Guard::admit_async`]).
+    pub fn admit(
+        &self,
+        endpoint: Endpoint,
+        body: &Value,
+        tags: &Tags,
+        provider: Option<&str>,
+        base_url: Option<&str>,
+    ) -> Result<Admission> {
+        let Backend::Local(ledger) = &self.backend else {
+            return Err(Error::config(
+                "this guard reserves on bursora-server: admissions are asynchronous (admit_async)",
+            ));
+        };
+        let p = self.prepare(endpoint, body, tags, provider, base_url)?;
+        let request = ReserveRequest {
+            call: &p.call,
+            amount: p.amount,
+            policy: p.policy,
             ttl_ms: Some(self.ttl_ms),
         };
-        let mut r = self.ledger.reserve(&request);
+        let mut r = ledger.reserve(&request);
         // Settlements still queued hold money the ledger will refund in a moment. Before refusing
         // (or capping) a call because of them, apply them and look again: a sequential agent
         // must not be refused for its previous call's unsettled reservation. Only this path
         // waits, and only when something is queued.
-        let short =
-            matches!(r, Err(Error::BudgetExceeded(_))) || r.as_ref().is_ok_and(|r| r.capped);
-        if short && self.reporter.has_pending() {
+        if short(&r) && self.reporter.has_pending() {
             if let Ok(capped) = &r {
-                self.ledger.release(&capped.id)?;
+                ledger.release(&capped.id)?;
             }
             self.reporter.flush();
-            r = self.ledger.reserve(&request);
+            r = ledger.reserve(&request);
         }
         let r = r?;
-        let max_output_tokens = if r.capped {
-            model
-                .max_output_within(input_tokens, r.amount, &context, now)
-                .map(|total| (total / u64::from(est.choices.max(1))).min(output_tokens))
-        } else {
-            None
+        Ok(self.commit(p, r, false))
+    }
+
+    /// Whether reservations go to bursora-server (admissions are then asynchronous).
+    #[must_use]
+    pub fn is_remote(&self) -> bool {
+        matches!(self.backend, Backend::Remote { .. })
+    }
+
+    /// Admits one call in server mode: prepares it here, reserves it on the network thread, and
+    /// calls `done` there with the admission or the refusal. When the server cannot decide, the
+    /// fail mode does: `open` admits the call unreserved, `closed` answers
+    /// [`Error::Unavailable`]. Local guards answer synchronously through `done`.
+    pub fn admit_async(
+        self: &Arc<Self>,
+        endpoint: Endpoint,
+        body: &Value,
+        tags: &Tags,
+        provider: Option<&str>,
+        base_url: Option<&str>,
+        done: impl FnOnce(Result<Admission>) + Send + 'static,
+    ) {
+        let Backend::Remote { remote, fail_open } = &self.backend else {
+            return done(self.admit(endpoint, body, tags, provider, base_url));
         };
-        self.inflight.lock().insert(
-            r.id.clone(),
-            InFlight {
-                model,
-                context,
-                reserved: r.amount,
-                shape: endpoint_shape(endpoint),
-                input_tokens,
-            },
-        );
-        Ok(Admission {
-            id: r.id,
-            reserved: r.amount,
-            estimated,
-            capped: r.capped,
-            max_output_tokens,
-            input_tokens,
-            budgets: r.budgets,
+        let p = match self.prepare(endpoint, body, tags, provider, base_url) {
+            Ok(p) => p,
+            Err(e) => return done(Err(e)),
+        };
+        let (remote, fail_open, guard) = (remote.clone(), *fail_open, self.clone());
+        if remote.circuit_open() {
+            // Decided here and now: the server is known to be away.
+            return done(guard.unavailable(p, fail_open, "bursora-server is unreachable".into()));
+        }
+        remote.clone().spawn(async move {
+            let result = guard.reserve_remote(&remote, p, fail_open).await;
+            done(result);
+        });
+    }
+
+    async fn reserve_remote(
+        self: &Arc<Self>,
+        remote: &Remote,
+        p: Prepared,
+        fail_open: bool,
+    ) -> Result<Admission> {
+        let fit_min = match p.policy {
+            Policy::Fit { min } => Some(min),
+            Policy::Block => None,
+        };
+        let mut id = self.ids.next();
+        let mut outcome = remote.reserve(&self.remote_request(&id, &p, fit_min)).await;
+        // As in `admit`: refunds still on their way may be what makes the call not fit.
+        let short = matches!(outcome, ReserveOutcome::Refused(_))
+            || matches!(&outcome, ReserveOutcome::Reserved(r) if r.capped);
+        if short && (self.reporter.has_pending() || remote.pending() > 0) {
+            if let ReserveOutcome::Reserved(r) = &outcome {
+                remote.release_maybe(&r.id);
+            }
+            let guard = self.clone();
+            let _ = tokio::task::spawn_blocking(move || guard.reporter.flush()).await;
+            remote
+                .flush_async(crate::remote::DEFAULT_DECISION_TIMEOUT)
+                .await;
+            id = self.ids.next();
+            outcome = remote.reserve(&self.remote_request(&id, &p, fit_min)).await;
+        }
+        match outcome {
+            ReserveOutcome::Reserved(r) => Ok(self.commit(p, r, false)),
+            ReserveOutcome::Refused(x) => Err(Error::BudgetExceeded(x)),
+            ReserveOutcome::Invalid(message) => Err(Error::InvalidInput {
+                message: format!("bursora-server rejected the reservation: {message}"),
+            }),
+            ReserveOutcome::Unavailable {
+                reason,
+                maybe_reserved,
+            } => {
+                if fail_open {
+                    // The call goes out under this id: its usage settles the reservation if the
+                    // lost reserve made one, and is recorded as usage otherwise.
+                    Ok(self.unreserved(p, id))
+                } else {
+                    if maybe_reserved {
+                        remote.release_maybe(&id);
+                    }
+                    self.unavailable(p, false, reason)
+                }
+            }
+        }
+    }
+
+    fn remote_request<'a>(
+        &self,
+        id: &'a str,
+        p: &'a Prepared,
+        fit_min: Option<NanoUsd>,
+    ) -> RemoteReserve<'a> {
+        RemoteReserve {
+            id,
+            call: &p.call,
+            amount: p.amount,
+            fit_min,
+            ttl_ms: self.ttl_ms,
+        }
+    }
+
+    fn unreserved(&self, p: Prepared, id: String) -> Admission {
+        let r = Reservation {
+            id,
+            amount: NanoUsd::ZERO,
+            capped: false,
+            budgets: 0,
+            expires_at_ms: p.now_ms,
+        };
+        self.commit(p, r, true)
+    }
+
+    fn unavailable(&self, p: Prepared, fail_open: bool, reason: String) -> Result<Admission> {
+        if fail_open {
+            let id = self.ids.next();
+            return Ok(self.unreserved(p, id));
+        }
+        Err(Error::Unavailable {
+            message: format!(
+                "{reason}, and failMode is \"closed\", so the call was not sent. Check that bursora-server is running and reachable at BURSORA_ENDPOINT, or use failMode \"open\""
+            ),
         })
     }
 
@@ -417,6 +655,8 @@ impl Guard {
             context: f.context,
             reserved: f.reserved,
             ending,
+            unreserved: f.unreserved,
+            at_ms: f.at_ms,
         };
         if !self.reporter.send(job) {
             self.warnings.warn(Warning {
@@ -431,31 +671,57 @@ impl Guard {
     /// # Errors
     /// Storage failures.
     pub fn keep_alive(&self, id: &str) -> Result<bool> {
-        match self.ledger.extend(id, self.ttl_ms) {
-            Err(Error::UnknownReservation { .. }) => Ok(false),
-            other => other,
+        match &self.backend {
+            Backend::Local(ledger) => match ledger.extend(id, self.ttl_ms) {
+                Err(Error::UnknownReservation { .. }) => Ok(false),
+                other => other,
+            },
+            Backend::Remote { remote, .. } => {
+                remote.extend(id, self.ttl_ms);
+                Ok(true)
+            }
         }
     }
 
     /// Every budget's current window (SPEC §7 `spend()`), after applying queued settlements.
+    /// In server mode this blocks the calling thread on the server (call it off the host's
+    /// main thread).
     ///
     /// # Errors
-    /// Storage failures.
+    /// Storage failures; [`Error::Unavailable`] when the server does not answer.
     pub fn spend(&self) -> Result<Vec<BudgetStatus>> {
         self.reporter.flush();
-        // Reservations past their TTL count as spent now, not at the next reservation.
-        self.ledger.expire()?;
-        self.ledger.status()
+        match &self.backend {
+            Backend::Local(ledger) => {
+                // Reservations past their TTL count as spent now, not at the next reservation.
+                ledger.expire()?;
+                ledger.status()
+            }
+            Backend::Remote { remote, .. } => {
+                let _ = remote.flush(crate::remote::FLUSH_TIMEOUT);
+                remote.status()
+            }
+        }
     }
 
-    /// Applies every settlement handed over so far.
-    pub fn flush(&self) {
+    /// Applies (locally) or delivers (server mode) every settlement handed over so far. In
+    /// server mode it waits while the server is reachable, at most [`crate::remote::FLUSH_TIMEOUT`];
+    /// returns how many still wait for it (0 locally).
+    pub fn flush(&self) -> usize {
         self.reporter.flush();
+        match &self.backend {
+            Backend::Local(_) => 0,
+            Backend::Remote { remote, .. } => remote.flush(crate::remote::FLUSH_TIMEOUT),
+        }
     }
 
-    /// Flushes and stops the reporter.
+    /// Flushes and stops the background work (the reporter; in server mode the network thread,
+    /// after delivering what it can).
     pub fn shutdown(&self) {
         self.reporter.shutdown();
+        if let Backend::Remote { remote, .. } = &self.backend {
+            remote.shutdown();
+        }
     }
 
     /// Takes the warnings raised since the last call.
@@ -468,16 +734,62 @@ impl Guard {
         !self.warnings.is_empty()
     }
 
-    /// The ledger behind this guard.
-    pub fn ledger(&self) -> &Arc<dyn Ledger> {
-        &self.ledger
+    /// The local ledger behind this guard (`None` in server mode).
+    pub fn ledger(&self) -> Option<&Arc<dyn Ledger>> {
+        match &self.backend {
+            Backend::Local(ledger) => Some(ledger),
+            Backend::Remote { .. } => None,
+        }
     }
 }
 
 impl Drop for Guard {
     fn drop(&mut self) {
-        self.reporter.shutdown();
+        self.shutdown();
     }
+}
+
+fn short(r: &Result<Reservation>) -> bool {
+    matches!(r, Err(Error::BudgetExceeded(_))) || r.as_ref().is_ok_and(|r| r.capped)
+}
+
+fn remote_backend(
+    options: &GuardOptions,
+    endpoint: &str,
+    specs: &[BudgetSpec],
+    sink: SharedSink,
+) -> Result<(Backend, Arc<dyn Destination>)> {
+    if !specs.is_empty() {
+        return Err(Error::config(
+            "budgets live in bursora-server in server mode: create them with the dashboard or `bursora-server budgets create`, and remove the `budgets` option (or unset BURSORA_ENDPOINT to run embedded)",
+        ));
+    }
+    if options.db.is_some() {
+        return Err(Error::config(
+            "`db` (BURSORA_DB) is for embedded mode; in server mode bursora-server keeps the ledger. Set one or the other",
+        ));
+    }
+    let fail_open = match options.fail_mode.as_deref() {
+        None | Some("open") => true,
+        Some("closed") => false,
+        Some(other) => {
+            return Err(Error::config(format!(
+                "failMode must be \"open\" or \"closed\", not {other:?}"
+            )));
+        }
+    };
+    let mut remote = RemoteOptions::new(endpoint, options.api_key.as_deref().unwrap_or(""))?;
+    if let Some(ms) = options.decision_timeout_ms {
+        if ms == 0 || ms > 60_000 {
+            return Err(Error::config(format!(
+                "decisionTimeoutMs must be 1 to 60000, not {ms}"
+            )));
+        }
+        remote.decision_timeout = std::time::Duration::from_millis(ms);
+    }
+    let remote = Arc::new(Remote::new(remote, sink)?);
+    let destination: Arc<dyn Destination> = remote.clone();
+    Ok((Backend::Remote { remote, fail_open }, destination))
 }
 
 /// How a call ended, as the host saw it.

@@ -9,6 +9,8 @@
 //! - [`ledger`]: the atomic reservation ledger (in memory or in a SQLite file).
 //! - [`guard`]: the reservation protocol end to end (estimate → price → reserve; settle).
 //! - [`reporter`]: the background thread that settles off the caller's path.
+//! - [`remote`]: server mode, the client of bursora-server (reservations over HTTP, circuit
+//!   breaker, outbox).
 //! - [`clock`]: the injectable clock every time-dependent decision reads.
 //! - [`warn`]: the sink for warnings (the library never prints).
 
@@ -20,6 +22,7 @@ pub mod guard;
 pub mod ledger;
 pub mod money;
 pub mod pricing;
+pub mod remote;
 pub mod reporter;
 pub mod warn;
 pub mod window;

@@ -1,8 +1,10 @@
 //! The background reporter: settles reservations off the caller's path.
 //!
 //! A caller hands over "this reservation ended like so" and returns at once; one thread prices
-//! the usage and settles whatever has queued up in a single ledger batch. `flush()` waits until
-//! everything handed over before it has been applied; `shutdown()` flushes and stops the thread.
+//! the usage and hands whatever has queued up, as one batch, to its [`Destination`]: the local
+//! ledger ([`LedgerDestination`], one transaction) or bursora-server's outbox
+//! ([`crate::remote`]). `flush()` waits until everything handed over before it has been handed
+//! on; `shutdown()` flushes and stops the thread.
 
 use std::sync::Arc;
 use std::sync::mpsc::{self, Sender};
@@ -11,6 +13,7 @@ use std::time::Duration;
 
 use parking_lot::{Condvar, Mutex};
 
+use crate::budget::CallTags;
 use crate::clock::SharedClock;
 use crate::estimate::{count_tokens, encoding_for_model};
 use crate::ledger::Ledger;
@@ -58,7 +61,40 @@ pub struct Job {
     pub reserved: NanoUsd,
     /// How it ended.
     pub ending: Ending,
+    /// For a call that went out without a reservation (the server was unreachable and
+    /// `failMode` is open): what to record its usage against. `None` for reserved calls.
+    pub unreserved: Option<Box<CallTags>>,
+    /// When the call was admitted (Unix ms): unreserved usage counts in that window.
+    pub at_ms: i64,
 }
+
+/// A priced ending, as a [`Destination`] receives it.
+#[derive(Debug)]
+pub struct Priced {
+    /// The reservation (or, for unreserved calls, the usage event) id.
+    pub id: String,
+    /// `Some(cost)` settles; `None` releases (the call cost nothing).
+    pub amount: Option<NanoUsd>,
+    /// What it reserved.
+    pub reserved: NanoUsd,
+    /// The model it was priced with (for messages).
+    pub model: Arc<ResolvedModel>,
+    /// Tokens the provider reported (or that were counted), when known.
+    pub tokens: Option<(u64, u64)>,
+    /// See [`Job::unreserved`].
+    pub unreserved: Option<Box<CallTags>>,
+    /// See [`Job::at_ms`].
+    pub at_ms: i64,
+}
+
+/// Where priced endings go. Called on the reporter thread only; may block there.
+pub trait Destination: Send + Sync {
+    /// Applies (or queues for delivery) one batch; failures become warnings on `sink`.
+    fn deliver(&self, batch: Vec<Priced>, sink: &SharedSink);
+}
+
+/// Settles into a local ledger, one transaction per batch.
+pub struct LedgerDestination(pub Arc<dyn Ledger>);
 
 enum Message {
     Settle(Box<Job>),
@@ -103,12 +139,12 @@ impl Reporter {
     /// # Panics
     /// If the OS cannot start a thread.
     #[must_use]
-    pub fn start(ledger: Arc<dyn Ledger>, clock: SharedClock, sink: SharedSink) -> Self {
+    pub fn start(destination: Arc<dyn Destination>, clock: SharedClock, sink: SharedSink) -> Self {
         let queue = Arc::new(Queue::default());
         let q = queue.clone();
         let thread = std::thread::Builder::new()
             .name("bursora-reporter".into())
-            .spawn(move || run(&q, &*ledger, &clock, &sink))
+            .spawn(move || run(&q, &*destination, &clock, &sink))
             .expect("the OS could not start the bursora reporter thread");
         Self {
             queue,
@@ -168,7 +204,7 @@ impl Drop for Reporter {
     }
 }
 
-fn run(queue: &Queue, ledger: &dyn Ledger, clock: &SharedClock, sink: &SharedSink) {
+fn run(queue: &Queue, destination: &dyn Destination, clock: &SharedClock, sink: &SharedSink) {
     let mut jobs: Vec<Job> = Vec::new();
     let mut waiting: Vec<Sender<()>> = Vec::new();
     loop {
@@ -193,13 +229,13 @@ fn run(queue: &Queue, ledger: &dyn Ledger, clock: &SharedClock, sink: &SharedSin
                 Message::Settle(job) => {
                     jobs.push(*job);
                     if jobs.len() >= MAX_BATCH {
-                        apply(&mut jobs, ledger, clock, sink);
+                        apply(&mut jobs, destination, clock, sink);
                     }
                 }
                 Message::Flush(done) => waiting.push(done),
             }
         }
-        apply(&mut jobs, ledger, clock, sink);
+        apply(&mut jobs, destination, clock, sink);
         queue.state.lock().busy = false;
         for w in waiting.drain(..) {
             let _ = w.send(());
@@ -207,9 +243,13 @@ fn run(queue: &Queue, ledger: &dyn Ledger, clock: &SharedClock, sink: &SharedSin
     }
 }
 
-/// The amount a job settles at (`None`: release).
+/// The amount a job settles at (`None`: release) and the tokens it was settled from.
 #[must_use]
-pub fn settle_amount(job: &Job, now_ms: i64, sink: &SharedSink) -> Option<NanoUsd> {
+pub fn settle_amount(
+    job: &Job,
+    now_ms: i64,
+    sink: &SharedSink,
+) -> (Option<NanoUsd>, Option<(u64, u64)>) {
     match &job.ending {
         Ending::Usage {
             usage,
@@ -219,8 +259,9 @@ pub fn settle_amount(job: &Job, now_ms: i64, sink: &SharedSink) -> Option<NanoUs
                 service_tier: service_tier.clone(),
                 ..job.context.clone()
             };
+            let tokens = Some((usage.input_tokens, usage.output_tokens));
             match job.model.cost(usage, &ctx, now_ms) {
-                Ok(cost) => Some(cost),
+                Ok(cost) => (Some(cost), tokens),
                 Err(e) => {
                     sink.warn(Warning {
                         code: "usage_unpriceable",
@@ -229,7 +270,7 @@ pub fn settle_amount(job: &Job, now_ms: i64, sink: &SharedSink) -> Option<NanoUs
                             job.model.model_ref, job.reserved
                         ),
                     });
-                    Some(job.reserved)
+                    (Some(job.reserved), tokens)
                 }
             }
         }
@@ -243,51 +284,106 @@ pub fn settle_amount(job: &Job, now_ms: i64, sink: &SharedSink) -> Option<NanoUs
                 output_tokens: output,
                 ..TokenUsage::default()
             };
-            Some(
-                job.model
-                    .cost(&usage, &job.context, now_ms)
-                    .unwrap_or(job.reserved),
+            (
+                Some(
+                    job.model
+                        .cost(&usage, &job.context, now_ms)
+                        .unwrap_or(job.reserved),
+                ),
+                Some((*input_tokens, output)),
             )
         }
-        Ending::Failed => None,
-        Ending::Unknown => Some(job.reserved),
+        Ending::Failed => (None, None),
+        Ending::Unknown => (Some(job.reserved), None),
     }
 }
 
-fn apply(jobs: &mut Vec<Job>, ledger: &dyn Ledger, clock: &SharedClock, sink: &SharedSink) {
+fn apply(
+    jobs: &mut Vec<Job>,
+    destination: &dyn Destination,
+    clock: &SharedClock,
+    sink: &SharedSink,
+) {
     if jobs.is_empty() {
         return;
     }
     let now = clock.now_ms();
-    let amounts: Vec<Option<NanoUsd>> = jobs.iter().map(|j| settle_amount(j, now, sink)).collect();
-    let items: Vec<(&str, Option<NanoUsd>)> = jobs
-        .iter()
-        .zip(&amounts)
-        .map(|(j, a)| (j.id.as_str(), *a))
+    let batch = jobs
+        .drain(..)
+        .map(|job| {
+            let (amount, tokens) = settle_amount(&job, now, sink);
+            Priced {
+                id: job.id,
+                amount,
+                reserved: job.reserved,
+                model: job.model,
+                tokens,
+                unreserved: job.unreserved,
+                at_ms: job.at_ms,
+            }
+        })
         .collect();
-    match ledger.settle_batch(&items) {
-        Ok(results) => {
-            for (job, result) in jobs.iter().zip(results) {
-                match result {
-                    Ok(s) if !s.overrun.is_zero() && s.applied => sink.warn(Warning {
-                        code: "overrun",
-                        message: format!(
-                            "a call to {} cost {} but reserved {}: the provider billed beyond the request's limit; the overrun of {} is recorded",
-                            job.model.model_ref, s.actual, s.reserved, s.overrun
-                        ),
-                    }),
-                    Ok(_) => {}
-                    Err(e) => sink.warn(Warning { code: "settle_failed", message: format!("settling {}: {e}", job.id) }),
-                }
+    destination.deliver(batch, sink);
+}
+
+/// Warns about an applied settlement that cost more than it reserved.
+pub(crate) fn warn_overrun(
+    sink: &SharedSink,
+    model: &ResolvedModel,
+    actual: NanoUsd,
+    reserved: NanoUsd,
+) {
+    sink.warn(Warning {
+        code: "overrun",
+        message: format!(
+            "a call to {} cost {actual} but reserved {reserved}: the provider billed beyond the request's limit; the overrun of {} is recorded",
+            model.model_ref,
+            actual.saturating_sub(reserved)
+        ),
+    });
+}
+
+impl Destination for LedgerDestination {
+    fn deliver(&self, batch: Vec<Priced>, sink: &SharedSink) {
+        let (unreserved, reserved): (Vec<Priced>, Vec<Priced>) =
+            batch.into_iter().partition(|p| p.unreserved.is_some());
+        for p in &unreserved {
+            if let (Some(call), Some(amount)) = (&p.unreserved, p.amount)
+                && let Err(e) = self.0.record(call, amount)
+            {
+                sink.warn(Warning {
+                    code: "settle_failed",
+                    message: format!("recording the usage of {}: {e}", p.id),
+                });
             }
         }
-        Err(e) => sink.warn(Warning {
-            code: "settle_failed",
-            message: format!(
-                "could not settle {} reservations ({e}); they will expire at their reserved amount",
-                jobs.len()
-            ),
-        }),
+        if reserved.is_empty() {
+            return;
+        }
+        let items: Vec<(&str, Option<NanoUsd>)> =
+            reserved.iter().map(|p| (p.id.as_str(), p.amount)).collect();
+        match self.0.settle_batch(&items) {
+            Ok(results) => {
+                for (p, result) in reserved.iter().zip(results) {
+                    match result {
+                        Ok(s) if !s.overrun.is_zero() && s.applied => {
+                            warn_overrun(sink, &p.model, s.actual, s.reserved);
+                        }
+                        Ok(_) => {}
+                        Err(e) => sink.warn(Warning {
+                            code: "settle_failed",
+                            message: format!("settling {}: {e}", p.id),
+                        }),
+                    }
+                }
+            }
+            Err(e) => sink.warn(Warning {
+                code: "settle_failed",
+                message: format!(
+                    "could not settle {} reservations ({e}); they will expire at their reserved amount",
+                    reserved.len()
+                ),
+            }),
+        }
     }
-    jobs.clear();
 }
