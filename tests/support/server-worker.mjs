@@ -6,11 +6,12 @@ import { createBursora, BudgetExceededError, chatRequest } from './sdk.mjs';
 
 const send = (msg) => new Promise((resolve) => process.send(msg, resolve));
 
-process.once('message', async ({ baseURL, endpoint, apiKey, calls, clientName, failMode = 'closed', reservationTtlMs, concurrency }) => {
+process.once('message', async ({ baseURL, endpoint, apiKey, calls, clientName, failMode = 'closed', reservationTtlMs, concurrency, decisionTimeoutMs }) => {
   try {
     const { OpenAI } = CLIENTS.find((c) => c.name === clientName);
     const options = { endpoint, apiKey, failMode, onWarning: () => {} };
     if (reservationTtlMs !== undefined) options.reservationTtlMs = reservationTtlMs;
+    if (decisionTimeoutMs !== undefined) options.decisionTimeoutMs = decisionTimeoutMs;
     const bursora = createBursora(options);
     const client = bursora.wrap(clientFor(OpenAI, { baseURL }, { timeout: 60_000 }));
     let ok = 0;
@@ -25,7 +26,10 @@ process.once('message', async ({ baseURL, endpoint, apiKey, calls, clientName, f
           if (e instanceof BudgetExceededError) {
             refused++;
             process.send({ type: 'refused' });
-          } else if (e?.code === 'budget_unavailable') unavailable++;
+          } else if (e?.code === 'budget_unavailable') {
+            unavailable++;
+            process.send({ type: 'unavailable' });
+          }
           else errors.push(String(e?.stack ?? e));
         },
       );
