@@ -13,6 +13,7 @@ import { BudgetUnavailableError } from '../dist/index.mjs';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { spawn } from 'node:child_process';
 
 const silent = () => {};
 
@@ -117,6 +118,27 @@ describe('server mode', { timeout: 120_000 }, () => {
     assert.deepEqual(Object.keys(body).sort(), ['max_completion_tokens', 'messages', 'model'], 'the caller\'s body is not touched');
     await bursora.flush();
     assert.equal((await serverSpent(admin, project, 'daily')).spent, sumCostNanos(sim.usages));
+  });
+
+  test('a process that just returns still delivers its settlements before it exits (env config)', async () => {
+    sim.reset();
+    const { project, key } = await admin.project();
+    await admin.budget(project, { name: 'daily', limit_usd: 10, window: 'day' });
+    const child = spawn(process.execPath, [new URL('./support/server-exit-child.mjs', import.meta.url).pathname, sim.baseURL], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+      env: { ...process.env, BURSORA_ENDPOINT: server.url, BURSORA_API_KEY: key, BURSORA_DB: '' },
+    });
+    let out = '';
+    let err = '';
+    child.stdout.on('data', (d) => (out += d));
+    child.stderr.on('data', (d) => (err += d));
+    const code = await new Promise((r) => child.on('exit', r));
+    assert.equal(code, 0, err);
+    assert.equal(out, '', 'the SDK never writes to stdout');
+    assert.equal(sim.count(), 4);
+    const { spent, reserved } = await serverSpent(admin, project, 'daily');
+    assert.equal(reserved, 0, 'nothing left reserved');
+    assert.equal(spent, sumCostNanos(sim.usages));
   });
 
   test('a wrong API key: fail-closed refuses with BudgetUnavailableError, nothing is sent', async (t) => {
