@@ -813,21 +813,34 @@ impl Remote {
             return;
         };
         let shared = self.shared.clone();
-        let left = runtime.block_on(async move {
-            let left = shared.flush(Instant::now() + FLUSH_TIMEOUT).await;
-            shared.outbox.state.lock().stopping = true;
-            shared.outbox.wake.notify_one();
-            left
-        });
-        runtime.shutdown_timeout(Duration::from_secs(1));
-        if left > 0 {
-            self.shared.warn(
-                "undelivered",
-                format!(
-                    "shutdown(): {left} settlements or usage events could not be delivered to bursora-server ({}): reserved calls among them expire there at their reserved amount; the usage of calls made while it was away is lost",
-                    self.shared.endpoint_list()
-                ),
-            );
+        let work = move || {
+            let s = shared.clone();
+            let left = runtime.block_on(async move {
+                let left = s.flush(Instant::now() + FLUSH_TIMEOUT).await;
+                s.outbox.state.lock().stopping = true;
+                s.outbox.wake.notify_one();
+                left
+            });
+            runtime.shutdown_timeout(Duration::from_secs(1));
+            if left > 0 {
+                shared.warn(
+                    "undelivered",
+                    format!(
+                        "shutdown(): {left} settlements or usage events could not be delivered to bursora-server ({}): reserved calls among them expire there at their reserved amount; the usage of calls made while it was away is lost",
+                        shared.endpoint_list()
+                    ),
+                );
+            }
+        };
+        // The last owner may let go on the network thread itself (an admission still in flight
+        // when the host dropped the guard): a runtime cannot be waited on or dropped from its own
+        // thread, so the shutdown moves to a thread of its own.
+        if tokio::runtime::Handle::try_current().is_ok() {
+            let _ = std::thread::Builder::new()
+                .name("bursora-remote-shutdown".into())
+                .spawn(work);
+        } else {
+            work();
         }
     }
 }
