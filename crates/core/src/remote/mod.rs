@@ -459,12 +459,27 @@ impl Shared {
                 wake.await;
             };
             let back = self.deliver(batch).await;
-            {
+            let dropped = {
                 let mut st = self.outbox.state.lock();
                 st.in_flight = false;
+                let delivered = back.is_none();
                 if let Some(batch) = back {
                     st.put_back(batch);
                 }
+                if delivered {
+                    std::mem::take(&mut st.dropped)
+                } else {
+                    0
+                }
+            };
+            if dropped > 0 {
+                self.warn(
+                    "outbox_dropped",
+                    format!(
+                        "{dropped} settlements or usage events were dropped while bursora-server was away (the outbox holds {}): reserved calls among them expired at their reserved amount; the usage of unreserved ones is not counted",
+                        self.outbox.capacity
+                    ),
+                );
             }
             self.outbox.changed.notify_waiters();
         }
