@@ -7,7 +7,7 @@ import { describe, test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { startSim, sumCostNanos } from './support/openai-sim.mjs';
 import { CLIENTS, clientFor } from './support/clients.mjs';
-import { createBursora, BudgetExceededError, BursoraConfigError, chatRequest } from './support/sdk.mjs';
+import { createBursora, BudgetExceededError, BursoraConfigError, chatRequest, probeBound, waitUntil } from './support/sdk.mjs';
 import { startServer, startHungServer, adminApi, freePort } from './support/server.mjs';
 import { BudgetUnavailableError } from '../dist/index.mjs';
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -104,6 +104,32 @@ describe('server mode', { timeout: 120_000 }, () => {
       assert.equal(spent, sumCostNanos(sim.usages));
     });
   }
+
+  test('policy fit: the last call is capped to the headroom the server reserved, never past the limit', async (t) => {
+    sim.reset();
+    const req = chatRequest({ max_completion_tokens: 1000 });
+    const { nanos: bound } = await probeBound(sim, () => clientFor(CLIENTS[0].OpenAI, sim), (c) => c.chat.completions.create(req));
+    const { project, key } = await admin.project();
+    const limit = Math.floor(2.5 * bound);
+    await admin.budget(project, { name: 'fit', limit_nanos: limit, window: 'day' });
+    const bursora = createBursora({ endpoint: server.url, apiKey: key, policy: 'fit', onWarning: silent });
+    t.after(() => bursora.shutdown());
+    const client = bursora.wrap(clientFor(CLIENTS[0].OpenAI, sim));
+    sim.hold();
+    const calls = Array.from({ length: 6 }, () => client.chat.completions.create(req).catch((e) => e));
+    await waitUntil(() => sim.count() >= 3, 20_000, 'three calls to reach the provider');
+    sim.release();
+    const results = await Promise.all(calls);
+    assert.equal(sim.count(), 3, 'two full calls and one capped one');
+    assert.equal(results.filter((r) => r instanceof BudgetExceededError).length, 3);
+    const capped = sim.requests.filter((r) => r.body.max_completion_tokens < 1000);
+    assert.equal(capped.length, 1);
+    await bursora.flush();
+    const { spent, reserved } = await serverSpent(admin, project, 'fit');
+    assert.equal(reserved, 0);
+    assert.ok(spent <= limit);
+    assert.equal(spent, sumCostNanos(sim.usages));
+  });
 
   test('the same body object sent many times at once is reserved once per call', async (t) => {
     sim.reset();
