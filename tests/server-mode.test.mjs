@@ -29,6 +29,15 @@ describe('server mode', { timeout: 120_000 }, () => {
   let sim;
   let server;
   let admin;
+  /** A fresh project with one budget, and a client wrapped in server mode with its key. */
+  async function setup(t, budget, OpenAI = CLIENTS[0].OpenAI, options = {}) {
+    sim.reset();
+    const { project, key } = await admin.project();
+    await admin.budget(project, budget);
+    const bursora = createBursora({ endpoint: server.url, apiKey: key, onWarning: silent, ...options });
+    t.after(() => bursora.shutdown());
+    return { project, key, bursora, client: bursora.wrap(clientFor(OpenAI, sim)) };
+  }
   before(async () => {
     sim = await startSim({ completionTokens: 6 });
     server = await startServer();
@@ -41,12 +50,7 @@ describe('server mode', { timeout: 120_000 }, () => {
 
   for (const { name, OpenAI } of CLIENTS) {
     test(`${name}: a call is reserved on the server and settled to its true cost`, async (t) => {
-      sim.reset();
-      const { project, key } = await admin.project();
-      await admin.budget(project, { name: 'daily', limit_usd: 10, window: 'day' });
-      const bursora = createBursora({ endpoint: server.url, apiKey: key, onWarning: silent });
-      t.after(() => bursora.shutdown());
-      const client = bursora.wrap(clientFor(OpenAI, sim));
+      const { project, bursora, client } = await setup(t, { name: 'daily', limit_usd: 10, window: 'day' }, OpenAI);
       assert.ok(client instanceof OpenAI, 'wrap() keeps the client');
       const { data, response } = await client.chat.completions.create(chatRequest()).withResponse();
       assert.equal(response.status, 200);
@@ -62,12 +66,7 @@ describe('server mode', { timeout: 120_000 }, () => {
     });
 
     test(`${name}: a call that does not fit is refused before the provider sees it`, async (t) => {
-      sim.reset();
-      const { project, key } = await admin.project();
-      await admin.budget(project, { name: 'tiny', limit_usd: 0.000001, window: 'day' });
-      const bursora = createBursora({ endpoint: server.url, apiKey: key, onWarning: silent });
-      t.after(() => bursora.shutdown());
-      const client = bursora.wrap(clientFor(OpenAI, sim));
+      const { project, bursora, client } = await setup(t, { name: 'tiny', limit_usd: 0.000001, window: 'day' }, OpenAI);
       const err = await client.chat.completions.create(chatRequest()).then(
         () => assert.fail('admitted'),
         (e) => e,
@@ -84,12 +83,7 @@ describe('server mode', { timeout: 120_000 }, () => {
     });
 
     test(`${name}: a stream settles from its final usage; the injected usage chunk stays hidden`, async (t) => {
-      sim.reset();
-      const { project, key } = await admin.project();
-      await admin.budget(project, { name: 'daily', limit_usd: 10, window: 'day' });
-      const bursora = createBursora({ endpoint: server.url, apiKey: key, onWarning: silent });
-      t.after(() => bursora.shutdown());
-      const client = bursora.wrap(clientFor(OpenAI, sim));
+      const { project, bursora, client } = await setup(t, { name: 'daily', limit_usd: 10, window: 'day' }, OpenAI);
       const stream = await client.chat.completions.create(chatRequest({ stream: true }));
       let sawUsage = false;
       let chunks = 0;
@@ -109,12 +103,8 @@ describe('server mode', { timeout: 120_000 }, () => {
     sim.reset();
     const req = chatRequest({ max_completion_tokens: 1000 });
     const { nanos: bound } = await probeBound(sim, () => clientFor(CLIENTS[0].OpenAI, sim), (c) => c.chat.completions.create(req));
-    const { project, key } = await admin.project();
     const limit = Math.floor(2.5 * bound);
-    await admin.budget(project, { name: 'fit', limit_nanos: limit, window: 'day' });
-    const bursora = createBursora({ endpoint: server.url, apiKey: key, policy: 'fit', onWarning: silent });
-    t.after(() => bursora.shutdown());
-    const client = bursora.wrap(clientFor(CLIENTS[0].OpenAI, sim));
+    const { project, bursora, client } = await setup(t, { name: 'fit', limit_nanos: limit, window: 'day' }, CLIENTS[0].OpenAI, { policy: 'fit' });
     sim.hold();
     const calls = Array.from({ length: 6 }, () => client.chat.completions.create(req).catch((e) => e));
     await waitUntil(() => sim.count() >= 3, 20_000, 'three calls to reach the provider');
@@ -133,11 +123,7 @@ describe('server mode', { timeout: 120_000 }, () => {
 
   test('the same body object sent many times at once is reserved once per call', async (t) => {
     sim.reset();
-    const { project, key } = await admin.project();
-    await admin.budget(project, { name: 'daily', limit_usd: 10, window: 'day' });
-    const bursora = createBursora({ endpoint: server.url, apiKey: key, onWarning: silent });
-    t.after(() => bursora.shutdown());
-    const client = bursora.wrap(clientFor(CLIENTS[0].OpenAI, sim));
+    const { project, bursora, client } = await setup(t, { name: 'daily', limit_usd: 10, window: 'day' });
     const body = chatRequest();
     await Promise.all(Array.from({ length: 20 }, () => client.chat.completions.create(body)));
     assert.equal(sim.count(), 20);

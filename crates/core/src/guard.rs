@@ -300,52 +300,17 @@ impl Guard {
         }
         let ttl_ms = options.reservation_ttl_ms.unwrap_or(DEFAULT_TTL_MS);
         crate::ledger::validate_ttl(ttl_ms)?;
-        if let Some(endpoint) = &options.endpoint {
-            let (backend, destination) = remote_backend(options, endpoint, &specs, sink.clone())?;
-            let reporter = Reporter::start(destination, clock.clone(), sink);
-            return Ok(Self {
-                backend,
-                pricer,
-                clock,
-                policy: options.policy,
-                ttl_ms,
-                reporter,
-                inflight: Mutex::new(HashMap::default()),
-                warnings,
-                ids: IdGen::new(),
-            });
-        }
-        let ledger: Arc<dyn Ledger> = match &options.db {
-            Some(path) => Arc::new(SqliteLedger::open_with_clock(
-                PathBuf::from(path),
-                clock.clone(),
-            )?),
-            None => Arc::new(MemoryLedger::with_clock(clock.clone())),
-        };
-        for spec in &specs {
-            let outcome = ledger.upsert_budget(spec)?;
-            if let Some(previous) = outcome.previous {
-                sink.warn(Warning {
-                    code: "budget_changed",
-                    message: format!(
-                        "budget {:?} changed: limit {} per {} (was {} per {}); every process sharing {} now uses the new declaration",
-                        spec.name,
-                        spec.limit,
-                        spec.window,
-                        previous.limit,
-                        previous.window,
-                        options.db.as_deref().unwrap_or("this ledger")
-                    ),
-                });
+        let (backend, destination) = match &options.endpoint {
+            Some(endpoint) => remote_backend(options, endpoint, &specs, sink.clone())?,
+            None => {
+                let ledger = local_ledger(options, &specs, &clock, &sink)?;
+                let destination: Arc<dyn Destination> = Arc::new(LedgerDestination(ledger.clone()));
+                (Backend::Local(ledger), destination)
             }
-        }
-        let reporter = Reporter::start(
-            Arc::new(LedgerDestination(ledger.clone())),
-            clock.clone(),
-            sink,
-        );
+        };
+        let reporter = Reporter::start(destination, clock.clone(), sink);
         Ok(Self {
-            backend: Backend::Local(ledger),
+            backend,
             pricer,
             clock,
             policy: options.policy,
@@ -751,6 +716,40 @@ impl Drop for Guard {
 
 fn short(r: &Result<Reservation>) -> bool {
     matches!(r, Err(Error::BudgetExceeded(_))) || r.as_ref().is_ok_and(|r| r.capped)
+}
+
+/// The embedded ledger (in memory, or the SQLite file `db`) with the declared budgets upserted.
+fn local_ledger(
+    options: &GuardOptions,
+    specs: &[BudgetSpec],
+    clock: &SharedClock,
+    sink: &SharedSink,
+) -> Result<Arc<dyn Ledger>> {
+    let ledger: Arc<dyn Ledger> = match &options.db {
+        Some(path) => Arc::new(SqliteLedger::open_with_clock(
+            PathBuf::from(path),
+            clock.clone(),
+        )?),
+        None => Arc::new(MemoryLedger::with_clock(clock.clone())),
+    };
+    for spec in specs {
+        let outcome = ledger.upsert_budget(spec)?;
+        if let Some(previous) = outcome.previous {
+            sink.warn(Warning {
+                code: "budget_changed",
+                message: format!(
+                    "budget {:?} changed: limit {} per {} (was {} per {}); every process sharing {} now uses the new declaration",
+                    spec.name,
+                    spec.limit,
+                    spec.window,
+                    previous.limit,
+                    previous.window,
+                    options.db.as_deref().unwrap_or("this ledger")
+                ),
+            });
+        }
+    }
+    Ok(ledger)
 }
 
 fn remote_backend(
