@@ -279,3 +279,63 @@ fn server_mode_options_are_checked() {
         );
     }
 }
+
+/// HTTPS works: a TLS server with a certificate nobody trusts is rejected for exactly that
+/// reason (the handshake ran), not for a missing TLS stack. Uses the `openssl` command.
+#[test]
+fn https_endpoints_verify_the_server_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    let made = std::process::Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=127.0.0.1",
+        ])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("the openssl command");
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut server = std::process::Command::new("openssl")
+        .args(["s_server", "-quiet", "-www", "-accept", &port.to_string()])
+        .arg("-cert")
+        .arg(&cert)
+        .arg("-key")
+        .arg(&key)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let g = remote_guard(&format!("https://127.0.0.1:{port}"), "closed");
+    let (r, _) = admit(&g);
+    let _ = server.kill();
+    let _ = server.wait();
+    let Err(Error::Unavailable { message }) = r else {
+        panic!("{r:?}")
+    };
+    assert!(message.to_lowercase().contains("certificate"), "{message}");
+    g.shutdown();
+}

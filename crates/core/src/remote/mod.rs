@@ -657,6 +657,16 @@ fn counter_status(c: wire::Counter) -> Result<BudgetStatus> {
     })
 }
 
+/// An HTTP client builder with TLS ready (rustls with the ring provider, the platform's
+/// certificate store). Every HTTP client of the workspace starts here.
+#[must_use]
+pub fn http_client() -> reqwest::ClientBuilder {
+    // reqwest is built without a bundled crypto provider; install ring's once for this copy of
+    // rustls (a provider already installed, by us or the host binary, is kept).
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder()
+}
+
 impl Remote {
     /// Connects lazily (nothing is sent until the first call) and starts the delivery task.
     ///
@@ -669,7 +679,7 @@ impl Remote {
             .enable_all()
             .build()
             .map_err(|e| Error::config(format!("cannot start Bursora's network thread: {e}")))?;
-        let http = reqwest::Client::builder()
+        let http = http_client()
             .connect_timeout(options.decision_timeout)
             .pool_idle_timeout(Duration::from_secs(60))
             .user_agent(concat!("bursora-sdk/", env!("CARGO_PKG_VERSION")))
