@@ -659,7 +659,6 @@ fn counter_status(c: wire::Counter) -> Result<BudgetStatus> {
 
 /// An HTTP client builder with TLS ready (rustls with the ring provider, the platform's
 /// certificate store). Every HTTP client of the workspace starts here.
-#[must_use]
 pub fn http_client() -> reqwest::ClientBuilder {
     // reqwest is built without a bundled crypto provider; install ring's once for this copy of
     // rustls (a provider already installed, by us or the host binary, is kept).
