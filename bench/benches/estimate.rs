@@ -139,6 +139,14 @@ fn main() {
     let small = small_request();
     let small_text = small.to_string();
 
+    if let Some(runs) = std::env::var("BURSORA_PROFILE_RUNS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+    {
+        profile(runs, &big, &small);
+        return;
+    }
+
     // Cold: the first estimate of the process pays for deserializing o200k_base.
     let t = Instant::now();
     let big_estimate = estimate(Endpoint::ChatCompletions, &big).unwrap();
@@ -237,6 +245,34 @@ fn main() {
         b.iter(|| estimate_json(Endpoint::ChatCompletions, black_box(&small_text)).unwrap());
     });
     c.final_summary();
+}
+
+/// `BURSORA_PROFILE_RUNS=n`: a cold estimate, then `n` warm ones of the 100k prompt and `n`
+/// small ones, each in a function of its own, and nothing else. For instruction counts that
+/// the neighbours on a shared machine do not disturb:
+///
+/// ```text
+/// BURSORA_PROFILE_RUNS=10 valgrind --tool=callgrind --toggle-collect='*profile_warm*' target/release/deps/estimate-…
+/// ```
+fn profile(runs: usize, big: &Value, small: &Value) {
+    black_box(estimate(Endpoint::ChatCompletions, big).unwrap());
+    profile_warm(runs, big);
+    profile_small(runs * 100, small);
+}
+
+#[inline(never)]
+fn profile_warm(runs: usize, big: &Value) {
+    for _ in 0..runs {
+        clear_count_cache();
+        black_box(estimate(Endpoint::ChatCompletions, black_box(big)).unwrap());
+    }
+}
+
+#[inline(never)]
+fn profile_small(runs: usize, small: &Value) {
+    for _ in 0..runs {
+        black_box(estimate(Endpoint::ChatCompletions, black_box(small)).unwrap());
+    }
 }
 
 /// CPU time of this process so far (all threads, including finished ones), from

@@ -21,6 +21,7 @@ mod chat;
 mod content;
 mod embeddings;
 mod media;
+mod pieces;
 mod responses;
 mod tally;
 mod tokenizer;
