@@ -30,39 +30,64 @@ pub(crate) enum Pattern {
     O200k,
 }
 
-/// The pieces of `text` under `pattern`; `tokenizer` is the one whose regex `pattern`
-/// describes, asked for the pieces this module does not decide itself.
+/// The pieces of `text` under `pattern`, as bytes (BPE encodes bytes, and slicing a `str` would
+/// check for character boundaries that are certain); `tokenizer` is the one whose regex
+/// `pattern` describes, asked for the pieces this module does not decide itself.
 pub(crate) fn pieces<'a>(
     pattern: Pattern,
     tokenizer: &'static Tokenizer,
     text: &'a str,
-) -> impl Iterator<Item = &'a str> {
-    let mut pos = 0;
-    std::iter::from_fn(move || {
-        if pos >= text.len() {
+) -> Pieces<'a> {
+    Pieces {
+        pattern,
+        tokenizer,
+        text,
+        pos: 0,
+    }
+}
+
+pub(crate) struct Pieces<'a> {
+    pattern: Pattern,
+    tokenizer: &'static Tokenizer,
+    text: &'a str,
+    pos: usize,
+}
+
+impl<'a> Iterator for Pieces<'a> {
+    type Item = &'a [u8];
+
+    /// Inlined into the counting loop: a call per piece would cost a good part of a piece.
+    #[inline(always)]
+    fn next(&mut self) -> Option<&'a [u8]> {
+        let (pos, b) = (self.pos, self.text.as_bytes());
+        if pos >= b.len() {
             return None;
         }
-        let fast = ascii_piece(pattern, text.as_bytes(), pos);
+        let fast = ascii_piece(self.pattern, b, pos);
         debug_assert!(
             fast.is_none_or(|end| end > pos),
-            "empty piece at {pos} of {text:?}"
+            "empty piece at {pos} of {b:?}"
         );
         let end = match fast {
             Some(end) if end > pos => end,
-            // The regex is anchored and looks neither behind nor past the end of the text, so
-            // the piece at `pos` is the first piece of the rest. (It also takes over from an
-            // empty piece, a bug that would otherwise never end, in release builds.)
-            _ => {
-                pos + tokenizer
-                    .split(&text[pos..])
-                    .next()
-                    .map_or(text.len() - pos, str::len)
-            }
+            // (The regex also takes over from an empty piece, a bug that would otherwise never
+            // end, in release builds.)
+            _ => regex_piece(self.tokenizer, self.text, pos),
         };
-        let piece = &text[pos..end];
-        pos = end;
-        Some(piece)
-    })
+        self.pos = end;
+        b.get(pos..end)
+    }
+}
+
+/// The end of the regex's piece at `pos`. The regex is anchored and looks neither behind nor
+/// past the end of the text, so that piece is the first piece of the rest.
+#[cold]
+#[inline(never)]
+fn regex_piece(tokenizer: &Tokenizer, text: &str, pos: usize) -> usize {
+    pos + tokenizer
+        .split(&text[pos..])
+        .next()
+        .map_or(text.len() - pos, str::len)
 }
 
 // Classes of bytes, as bits so that a run can stop at any of several.
@@ -159,16 +184,51 @@ fn run(b: &[u8], mut i: usize, classes: u8) -> usize {
     i
 }
 
+/// The end of the run of bytes from `i` that are in `lo..=hi` once OR-ed with `fold` (`0x20`
+/// folds ASCII capitals to small letters), eight at a time: words are most of a text.
+#[inline(always)]
+fn range_run(b: &[u8], mut i: usize, fold: u8, lo: u8, hi: u8) -> usize {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = ONES * 0x80;
+    while let Some(chunk) = b.get(i..i + 8) {
+        let v = u64::from_le_bytes(chunk.try_into().unwrap_or_default());
+        let x = (v & !HIGH) | ONES * u64::from(fold);
+        // Per byte, and without carries since every byte of `x` is below 0x80: the high bit
+        // of `ge` is set iff the byte is at least `lo`, that of `gt` iff it is above `hi`.
+        let ge = x + ONES * u64::from(0x80 - lo);
+        let gt = x + ONES * u64::from(0x7f - hi);
+        let outside = !(ge & !gt & !v) & HIGH;
+        if outside != 0 {
+            return i + (outside.trailing_zeros() / 8) as usize;
+        }
+        i += 8;
+    }
+    while b
+        .get(i)
+        .is_some_and(|&c| c < 0x80 && (lo..=hi).contains(&(c | fold)))
+    {
+        i += 1;
+    }
+    i
+}
+
 /// A word whose first letter is at `i`: `\p{L}+` (cl100k), or o200k's capitals, then small
 /// letters, then a contraction.
 #[inline(always)]
 fn letters(pattern: Pattern, b: &[u8], i: usize) -> Option<usize> {
     let end = match pattern {
-        Pattern::Cl100k => run(b, i + 1, LETTER),
+        Pattern::Cl100k => range_run(b, i + 1, 0x20, b'a', b'z'),
         // `[Lu…]*[Ll…]+` if there are small letters after the capitals, else `[Lu…]+`: in
         // ASCII the two classes are disjoint, so the capitals are all taken either way, and
         // after the small letters a capital ends the word.
-        Pattern::O200k => run(b, run(b, i, UPPER), LOWER),
+        Pattern::O200k => {
+            let caps = if b[i].is_ascii_uppercase() {
+                range_run(b, i + 1, 0, b'A', b'Z')
+            } else {
+                i
+            };
+            range_run(b, caps, 0, b'a', b'z')
+        }
     };
     if class(b, end) & NON_ASCII != 0 {
         return None;
@@ -282,8 +342,8 @@ mod tests {
             (Pattern::Cl100k, bpe_openai::cl100k_base()),
             (Pattern::O200k, bpe_openai::o200k_base()),
         ] {
-            let ours: Vec<&str> = pieces(pattern, tokenizer, text).collect();
-            let regex: Vec<&str> = tokenizer.split(text).collect();
+            let ours: Vec<&[u8]> = pieces(pattern, tokenizer, text).collect();
+            let regex: Vec<&[u8]> = tokenizer.split(text).map(str::as_bytes).collect();
             assert_eq!(ours, regex, "{pattern:?} split {text:?}");
         }
     }
