@@ -192,7 +192,7 @@ fn range_run(b: &[u8], mut i: usize, fold: u8, lo: u8, hi: u8) -> usize {
     const HIGH: u64 = ONES * 0x80;
     while let Some(chunk) = b.get(i..i + 8) {
         let v = u64::from_le_bytes(chunk.try_into().unwrap_or_default());
-        let x = (v & !HIGH) | ONES * u64::from(fold);
+        let x = (v & !HIGH) | (ONES * u64::from(fold));
         // Per byte, and without carries since every byte of `x` is below 0x80: the high bit
         // of `ge` is set iff the byte is at least `lo`, that of `gt` iff it is above `hi`.
         let ge = x + ONES * u64::from(0x80 - lo);

@@ -187,12 +187,12 @@ fn short_key(piece: &[u8]) -> u128 {
     let (lo, hi) = if len >= 8 {
         (u64_at(0), u64_at(len - 8) >> 8)
     } else if len >= 4 {
-        (u32_at(0) | u32_at(len - 4) << 32, 0)
+        (u32_at(0) | (u32_at(len - 4) << 32), 0)
     } else {
         let b = |i: usize| u64::from(piece[i]);
-        (b(0) | b(1) << 8 | b(len - 1) << 16, 0)
+        (b(0) | (b(1) << 8) | (b(len - 1) << 16), 0)
     };
-    u128::from(lo) | u128::from(hi | (len as u64) << 56) << 64
+    u128::from(lo) | (u128::from(hi | ((len as u64) << 56)) << 64)
 }
 
 impl<'t> Counter<'t> {
