@@ -2,9 +2,9 @@
 //!
 //! `bpe-openai` splits with one `regex-automata` search per piece, which is most of the time
 //! of counting a long text once the pieces' counts are memoized. This module decides the pieces
-//! of ASCII text by hand, with the regex's own rules, and asks the regex for a piece whenever
-//! any character that decides it is not ASCII. The pieces are the regex's exactly (not merely
-//! close): `tests` compares both splits on adversarial and random text.
+//! of ASCII text (and the letters of Latin-1) by hand, with the regex's own rules, and asks the
+//! regex for a piece whenever any other character decides it. The pieces are the regex's
+//! exactly (not merely close): `tests` compares both splits on adversarial and random text.
 //!
 //! The patterns (`bpe-openai` 0.3.2, the same as `tiktoken`'s), tried in order at the start of
 //! every piece, the first that matches winning (leftmost-first):
@@ -20,6 +20,7 @@
 //!
 //! In ASCII, `\p{L}` is `A-Za-z` (`Lu` the capitals, `Ll` the small letters; `Lt`, `Lm`, `Lo`
 //! and `M` have no ASCII members), `\p{N}` is `0-9`, and `\s` is `\t\n\x0B\x0C\r` and space.
+//! Latin-1's letters are capitals and small letters too (see [`class`]).
 
 use bpe_openai::Tokenizer;
 
@@ -100,7 +101,8 @@ const NEWLINE: u8 = 8;
 const BLANK: u8 = 16;
 /// Neither white space nor letter nor digit: punctuation, symbols, control characters.
 const OTHER: u8 = 32;
-/// A byte of a non-ASCII character: where one decides a piece, the regex does.
+/// The first byte of a character that is not ASCII nor a letter of Latin-1: where one decides
+/// a piece, the regex does.
 const NON_ASCII: u8 = 64;
 /// Past the end of the text: no class, so every run stops there.
 const END: u8 = 0;
@@ -123,13 +125,25 @@ static CLASS: [u8; 256] = {
     t
 };
 
+/// Class of the character that starts at `i`. Besides ASCII, the letters of Latin-1
+/// (U+00C0–U+00FF less `×` and `÷`, UTF-8 `C3 80`–`C3 BF`): all of them capitals (`Lu`) or
+/// small letters (`Ll`), like ASCII's, and common in the languages of Western Europe. They
+/// are the only characters of two bytes a run steps over; see [`letter_run`].
 #[inline(always)]
 fn class(b: &[u8], i: usize) -> u8 {
-    b.get(i).map_or(END, |&c| CLASS[c as usize])
+    match b.get(i) {
+        None => END,
+        Some(0xC3) => match b.get(i + 1) {
+            Some(0x97 | 0xB7) => NON_ASCII,
+            Some(0x80..=0x9E) => UPPER,
+            _ => LOWER,
+        },
+        Some(&c) => CLASS[c as usize],
+    }
 }
 
 /// The end of the piece that starts at `i` (`i < b.len()`), or `None` when a character that
-/// decides it is not ASCII.
+/// decides it is neither ASCII nor a letter of Latin-1.
 #[inline(always)]
 fn ascii_piece(pattern: Pattern, b: &[u8], i: usize) -> Option<usize> {
     let c = class(b, i);
@@ -212,22 +226,40 @@ fn range_run(b: &[u8], mut i: usize, fold: u8, lo: u8, hi: u8) -> usize {
     i
 }
 
+/// The end of the run of letters of `classes` ([`LETTER`], [`UPPER`] or [`LOWER`]) from `i`:
+/// ASCII ones eight at a time, Latin-1 ones one by one.
+#[inline(always)]
+fn letter_run(b: &[u8], mut i: usize, classes: u8) -> usize {
+    loop {
+        i = match classes {
+            LETTER => range_run(b, i, 0x20, b'a', b'z'),
+            UPPER => range_run(b, i, 0, b'A', b'Z'),
+            _ => range_run(b, i, 0, b'a', b'z'),
+        };
+        if b.get(i) == Some(&0xC3) && class(b, i) & classes != 0 {
+            i += 2;
+        } else {
+            return i;
+        }
+    }
+}
+
 /// A word whose first letter is at `i`: `\p{L}+` (cl100k), or o200k's capitals, then small
 /// letters, then a contraction.
 #[inline(always)]
 fn letters(pattern: Pattern, b: &[u8], i: usize) -> Option<usize> {
     let end = match pattern {
-        Pattern::Cl100k => range_run(b, i + 1, 0x20, b'a', b'z'),
+        Pattern::Cl100k => letter_run(b, i, LETTER),
         // `[Lu…]*[Ll…]+` if there are small letters after the capitals, else `[Lu…]+`: in
-        // ASCII the two classes are disjoint, so the capitals are all taken either way, and
-        // after the small letters a capital ends the word.
+        // ASCII and Latin-1 the two classes are disjoint, so the capitals are all taken either
+        // way, and after the small letters a capital ends the word.
         Pattern::O200k => {
-            let caps = if b[i].is_ascii_uppercase() {
-                range_run(b, i + 1, 0, b'A', b'Z')
+            let caps = if class(b, i) == UPPER {
+                letter_run(b, i, UPPER)
             } else {
                 i
             };
-            range_run(b, caps, 0, b'a', b'z')
+            letter_run(b, caps, LOWER)
         }
     };
     if class(b, end) & NON_ASCII != 0 {
@@ -399,6 +431,9 @@ mod tests {
             "a\u{200d}b x\u{fe0f} \u{feff}bom",
             "-- --- ==== ++ a-b a_b _x __init__ $var @user #tag %d &amp;",
             "'s'S's",
+            "¿Qué? ÀÖ×ØÞßöø÷ÿĀ À×À Ö÷ö ×x x× ÷ ×× ßSS SSß ÉTÉ Été étÉ ÆØÅæøå Ĳ",
+            "Größe Straße déjà-vu naïve l'été L'ÉTÉ d'été qu'ÿ ÿ's É'S é'll",
+            "1é é1 é\u{301} Aé\u{301} µm ªº ¹²³ ¼",
         ];
         for text in texts {
             check(text);
@@ -416,7 +451,7 @@ mod tests {
         // contractions, and non-ASCII letters (Lu, Ll, Lt, Lm, Lo, M), digits, white space and
         // symbols next to them.
         let alphabet: Vec<char> = "aAsStTrReEvVlLmMdDzZ09 \t\n\r\x0B\x0C'/.,-_!\"{}\x00\x7f\
-             é\u{301}ÉſǅʰªК日١５\u{a0}\u{85}\u{3000}\u{2028}—🎉\u{200d}"
+             é\u{301}ÉſǅʰªК日١５\u{a0}\u{85}\u{3000}\u{2028}—🎉\u{200d}ÀÖ×ØÞßö÷øÿĀ¿µ"
             .chars()
             .collect();
         let mut seed = 0x2545_F491_4F6C_DD1D_u64;
