@@ -189,7 +189,8 @@ fn ascii_piece(pattern: Pattern, b: &[u8], i: usize) -> Option<usize> {
     None
 }
 
-/// The end of the run of bytes in `classes` from `i`.
+/// The end of the run of characters in `classes` from `i`, for classes of ASCII characters
+/// only (letters, which may be two bytes long, have [`letter_run`]).
 #[inline(always)]
 fn run(b: &[u8], mut i: usize, classes: u8) -> usize {
     while class(b, i) & classes != 0 {
