@@ -51,10 +51,17 @@ const EXTRAS: &[&str] = &[
     "مرحبا",
 ];
 
-/// Deterministic text of about `bytes` bytes: words drawn by a xorshift generator, with
+/// Words of other scripts, for a prompt that is mostly not ASCII (counted by the regex
+/// pre-tokenizer wherever a non-ASCII character decides a piece).
+const OTHER_SCRIPTS: &str = "и в не на что он с как это по но они мы было сказал время \
+    Umsatz Größe über Straße Bestätigung Rückmeldung café déjà élève année français señor \
+    mañana niño 東京 会議 午後 三時 始まります 请 在 周五 之前 完成 审核 数据 分析 报告 \
+    안녕하세요 회의 오후 시작 합니다 مرحبا تقرير العملاء नमस्ते रिपोर्ट ग्राहक";
+
+/// Deterministic text of about `bytes` bytes: `words` drawn by a xorshift generator, with
 /// capitals, punctuation and line breaks, so that it is not one phrase repeated.
-fn prose(seed: &mut u64, bytes: usize) -> String {
-    let words: Vec<&str> = WORDS.split_whitespace().collect();
+fn prose(seed: &mut u64, bytes: usize, words: &str) -> String {
+    let words: Vec<&str> = words.split_whitespace().collect();
     let mut s = String::with_capacity(bytes + 64);
     while s.len() < bytes {
         *seed ^= *seed << 13;
@@ -83,13 +90,14 @@ fn prose(seed: &mut u64, bytes: usize) -> String {
     s
 }
 
-/// A chat request of about `target_bytes` of text, in messages of about 2 KB.
-fn chat_prompt(target_bytes: usize) -> Value {
+/// A chat request of about `target_bytes` of text drawn from `words`, in messages of about
+/// 2 KB.
+fn chat_prompt(target_bytes: usize, words: &str) -> Value {
     let mut seed = 0x9E37_79B9_7F4A_7C15_u64;
     let mut messages = vec![json!({"role": "system", "content": "You are a careful analyst."})];
     let mut bytes = 0;
     while bytes < target_bytes {
-        let content = prose(&mut seed, 2000);
+        let content = prose(&mut seed, 2000, words);
         bytes += content.len();
         let role = if messages.len() % 2 == 1 {
             "user"
@@ -135,9 +143,27 @@ fn time(runs: usize, mut f: impl FnMut()) -> (Duration, Duration) {
 
 fn main() {
     // ~440 KB of this text is about 100k tokens with o200k_base.
-    let big = chat_prompt(440_000);
+    let big = chat_prompt(440_000, WORDS);
     let small = small_request();
     let small_text = small.to_string();
+
+    if let Some(runs) = std::env::var("BURSORA_PROFILE_RUNS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+    {
+        // Which prompt: the 100k one (default), `unknown-model` or `other-scripts`.
+        let prompt = match std::env::var("BURSORA_PROFILE_PROMPT").as_deref() {
+            Ok("unknown-model") => {
+                let mut unknown = big.clone();
+                unknown["model"] = "acme-large".into();
+                unknown
+            }
+            Ok("other-scripts") => chat_prompt(300_000, OTHER_SCRIPTS),
+            _ => big,
+        };
+        profile(runs, &prompt, &small);
+        return;
+    }
 
     // Cold: the first estimate of the process pays for deserializing o200k_base.
     let t = Instant::now();
@@ -157,7 +183,26 @@ fn main() {
     let (repeat_median, repeat_min) = time(30, || {
         black_box(estimate(Endpoint::ChatCompletions, black_box(&big)).unwrap());
     });
-    // The same text on the calling thread alone, to show what the threads bring.
+    // An unknown model: both vocabularies count every text.
+    let mut unknown = big.clone();
+    unknown["model"] = "acme-large".into();
+    let unknown_tokens = estimate(Endpoint::ChatCompletions, &unknown)
+        .unwrap()
+        .input_tokens;
+    let (unknown_median, unknown_min) = time(30, || {
+        clear_count_cache();
+        black_box(estimate(Endpoint::ChatCompletions, black_box(&unknown)).unwrap());
+    });
+    // Mostly other scripts than Latin: the regex pre-tokenizer splits most of it.
+    let other = chat_prompt(300_000, OTHER_SCRIPTS);
+    let other_tokens = estimate(Endpoint::ChatCompletions, &other)
+        .unwrap()
+        .input_tokens;
+    let (other_median, other_min) = time(30, || {
+        clear_count_cache();
+        black_box(estimate(Endpoint::ChatCompletions, black_box(&other)).unwrap());
+    });
+    // The same text in one `count_tokens` call: the counting alone, without the walk.
     let all_text: String = big["messages"]
         .as_array()
         .into_iter()
@@ -212,6 +257,12 @@ fn main() {
         big_estimate.input_tokens
     );
     println!(
+        "| same prompt, unknown model (both vocabularies), warm | {unknown_tokens} | {unknown_median:.2?} | {unknown_min:.2?} | - |"
+    );
+    println!(
+        "| chat prompt in other scripts (Cyrillic, CJK, accents, ...), warm | {other_tokens} | {other_median:.2?} | {other_min:.2?} | - |"
+    );
+    println!(
         "| same text, `count_tokens` on one thread | {} | {one_thread_median:.2?} | {one_thread_min:.2?} | {one_thread_cpu} |",
         count_tokens(Encoding::O200kBase, &all_text)
     );
@@ -237,6 +288,36 @@ fn main() {
         b.iter(|| estimate_json(Endpoint::ChatCompletions, black_box(&small_text)).unwrap());
     });
     c.final_summary();
+}
+
+/// `BURSORA_PROFILE_RUNS=n`: a cold estimate, then `n` warm ones of the 100k prompt (or of the
+/// one `BURSORA_PROFILE_PROMPT` names) and `100 n` small ones, each in a function of its own,
+/// and nothing else. For instruction counts that the neighbours on a shared machine do not
+/// disturb (the second toggle takes in counting threads, which prompts past 1 MiB start):
+///
+/// ```text
+/// BURSORA_PROFILE_RUNS=10 valgrind --tool=callgrind --toggle-collect='*profile_warm*' \
+///     --toggle-collect='*thread_start*' target/release/deps/estimate-…
+/// ```
+fn profile(runs: usize, big: &Value, small: &Value) {
+    black_box(estimate(Endpoint::ChatCompletions, big).unwrap());
+    profile_warm(runs, big);
+    profile_small(runs * 100, small);
+}
+
+#[inline(never)]
+fn profile_warm(runs: usize, big: &Value) {
+    for _ in 0..runs {
+        clear_count_cache();
+        black_box(estimate(Endpoint::ChatCompletions, black_box(big)).unwrap());
+    }
+}
+
+#[inline(never)]
+fn profile_small(runs: usize, small: &Value) {
+    for _ in 0..runs {
+        black_box(estimate(Endpoint::ChatCompletions, black_box(small)).unwrap());
+    }
 }
 
 /// CPU time of this process so far (all threads, including finished ones), from

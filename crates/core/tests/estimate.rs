@@ -963,6 +963,104 @@ fn counts_match_the_reference_tokenizer_exactly() {
     }
 }
 
+/// Long texts of the kinds that stress a pre-tokenizer, each long enough to take the memoized
+/// path of the counter, and all of them together past the size that is counted on threads.
+fn adversarial_texts() -> Vec<(&'static str, String)> {
+    let mut rng = Rng(0x51_7CC1_B727_220A);
+    let mut random = |alphabet: &[char], len: usize| -> String {
+        (0..len)
+            .map(|_| alphabet[rng.below(alphabet.len())])
+            .collect()
+    };
+    let base64: Vec<char> = ('A'..='Z')
+        .chain('a'..='z')
+        .chain('0'..='9')
+        .chain(['+', '/'])
+        .collect();
+    let letters: Vec<char> = ('a'..='z').chain('A'..='Z').collect();
+    let white: Vec<char> = " \t\n\r\x0B\x0C\u{a0}\u{3000}\u{85}".chars().collect();
+    let digits: Vec<char> = "0123456789.,-٣５".chars().collect();
+    let mixed: Vec<char> = "aZ 'sS\n\t/.!9é\u{301}ſ日ー한Ж🎉\u{200d}\u{a0}ǅʰ"
+        .chars()
+        .collect();
+    let words = |n: usize, sep: &str| -> String {
+        SNIPPETS
+            .iter()
+            .cycle()
+            .take(n)
+            .copied()
+            .collect::<Vec<_>>()
+            .join(sep)
+    };
+    vec![
+        ("one long word", "a".repeat(3000) + " " + &"Zz".repeat(1500)),
+        (
+            "long words without spaces",
+            "pneumonoultramicroscopicsilicovolcanoconiosis".repeat(60)
+                + &random(&letters, 4000),
+        ),
+        (
+            "CJK",
+            "東京の会議は午後三時に始まります。请在周五之前完成审核，谢谢！안녕하세요. "
+                .repeat(80),
+        ),
+        ("emoji", "🎉🎉🎉 👩‍👩‍👧‍👦 🏳️‍🌈 ❤️‍🔥 🤖💬✨ x🎉y ".repeat(100)),
+        (
+            "code",
+            "fn main() {\n    let v: Vec<u32> = (0..10).map(|x| x * x).collect();\n\t\tif a != b && c <= d { return Err(e)?; }\n}\n// comment /* x */ path/to/file.rs:12:5\n"
+                .repeat(60),
+        ),
+        ("base64", random(&base64, 20_000) + "=="),
+        ("white space runs", random(&white, 6000) + "x" + &random(&white, 50)),
+        ("numbers", random(&digits, 8000)),
+        ("mixed characters", random(&mixed, 8000)),
+        ("snippets", words(400, " ") + &words(400, "\n") + &words(200, "")),
+    ]
+}
+
+#[test]
+fn long_adversarial_texts_count_exactly() {
+    let texts = adversarial_texts();
+    let o200k = bpe("gpt-4o");
+    let cl100k = bpe("gpt-4");
+    for (name, text) in &texts {
+        let (o, c) = (tok(o200k, text), tok(cl100k, text));
+        assert_eq!(count_tokens(Encoding::O200kBase, text), o, "o200k: {name}");
+        assert_eq!(
+            count_tokens(Encoding::Cl100kBase, text),
+            c,
+            "cl100k: {name}"
+        );
+        assert_eq!(
+            count_tokens(Encoding::Conservative, text),
+            o.max(c),
+            "{name}"
+        );
+    }
+    // All of them, several times over, as one chat request: past 1 MiB of text, so counted on
+    // threads where there are cores, and an upper bound within the usual tolerance.
+    let mut messages = Vec::new();
+    while messages
+        .iter()
+        .map(|(_, t): &(&str, String)| t.len())
+        .sum::<usize>()
+        < 1_200_000
+    {
+        messages.extend(texts.iter().cloned());
+    }
+    for model in ["gpt-4o", "gpt-4"] {
+        let body = json!({"model": model, "messages": messages.iter().enumerate().map(|(i, (_, t))|
+            json!({"role": if i % 2 == 0 { "user" } else { "assistant" }, "content": t})).collect::<Vec<_>>()});
+        let truth = reference("chat", &body);
+        let e = estimate(Endpoint::ChatCompletions, &body).unwrap();
+        assert!(
+            e.input_tokens >= truth && e.input_tokens <= truth + truth / 10 + 16,
+            "{model}: estimate {}, reference {truth}",
+            e.input_tokens
+        );
+    }
+}
+
 fn image_request(model: &str, detail: Option<&str>) -> Value {
     let mut image = json!({"url": "https://example.com/cat.png"});
     if let Some(d) = detail {

@@ -21,6 +21,7 @@ mod chat;
 mod content;
 mod embeddings;
 mod media;
+mod pieces;
 mod responses;
 mod tally;
 mod tokenizer;
@@ -108,8 +109,9 @@ impl RequestEstimate {
 /// Estimates the tokens of one OpenAI request `body` for `endpoint`.
 ///
 /// Walks the body once. Texts are counted exactly with the model's vocabulary; a prompt with
-/// more than 96 KB of text is cut at places where the count cannot change and counted on up to
-/// four scoped threads, joined before this returns.
+/// more than 1 MiB of text (512 KiB for an unknown model, counted with both vocabularies) is cut
+/// at places where the count cannot change and counted on up to four scoped threads, joined
+/// before this returns.
 ///
 /// # Errors
 /// [`Error::InvalidInput`] when the body is not a request of that endpoint: no `model` string,
