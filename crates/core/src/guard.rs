@@ -446,6 +446,7 @@ impl Guard {
             amount: p.amount,
             policy: p.policy,
             ttl_ms: Some(self.ttl_ms),
+            id: None,
         };
         let mut r = ledger.reserve(&request);
         // Settlements still queued hold money the ledger will refund in a moment. Before refusing
