@@ -574,6 +574,8 @@ impl Guard {
             capped: false,
             budgets: 0,
             expires_at_ms: p.now_ms,
+            replayed: false,
+            ended: None,
         };
         self.commit(p, r, true)
     }

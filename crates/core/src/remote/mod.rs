@@ -390,6 +390,12 @@ impl Shared {
         };
         match answer.status {
             200 => match serde_json::from_slice::<Reserved>(&answer.body) {
+                // A retry replayed a reservation that has already ended (released or expired
+                // meanwhile): no money is held for this call any more.
+                Ok(r) if r.status != "active" => ReserveOutcome::Unavailable {
+                    reason: format!("reservation {} had already ended ({})", r.id, r.status),
+                    maybe_reserved: false,
+                },
                 Ok(r) => match NanoUsd::from_nanos(r.amount_nanos) {
                     Ok(amount) => ReserveOutcome::Reserved(Reservation {
                         id: r.id,
@@ -397,6 +403,8 @@ impl Shared {
                         capped: r.capped,
                         budgets: r.budgets,
                         expires_at_ms: r.expires_at_ms,
+                        replayed: r.replayed,
+                        ended: None,
                     }),
                     Err(e) => ReserveOutcome::Invalid(format!("bad amount from the server: {e}")),
                 },

@@ -38,6 +38,16 @@ pub(crate) struct Reserved {
     #[serde(default)]
     pub budgets: usize,
     pub expires_at_ms: i64,
+    /// The id already named this reservation (a retry): nothing was reserved again.
+    #[serde(default)]
+    pub replayed: bool,
+    /// `active`, or how a replayed reservation already ended.
+    #[serde(default = "active")]
+    pub status: String,
+}
+
+fn active() -> String {
+    "active".to_owned()
 }
 
 /// Every error answer: `{ error: { code, message, budget? } }`.
