@@ -157,6 +157,10 @@ const ROUTES: &[(&str, &[&str])] = &[
     ("/v1/spend", &["get"]),
     ("/v1/projects", &["get", "post"]),
     ("/v1/projects/{id}/keys", &["post"]),
+    ("/v1/webhooks", &["get", "post"]),
+    ("/v1/webhooks/{id}", &["delete"]),
+    ("/v1/budgets/{id}/alerts", &["get", "put"]),
+    ("/v1/alerts", &["get"]),
 ];
 
 /// Routes anyone may call; every other operation must require the bearer scheme.

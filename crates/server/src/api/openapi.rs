@@ -39,6 +39,12 @@ one with `?project=<id>`. Another project's data answers 404 like missing data."
         super::list_projects,
         super::create_project,
         super::create_key,
+        super::alerts::create_webhook,
+        super::alerts::list_webhooks,
+        super::alerts::delete_webhook,
+        super::alerts::put_thresholds,
+        super::alerts::get_thresholds,
+        super::alerts::list_alerts,
     ),
     components(schemas(ErrorBody, ErrorDetail, ExceededBudget)),
     modifiers(&BearerAuth, &ErrorDefault),
@@ -46,6 +52,7 @@ one with `?project=<id>`. Another project's data answers 404 like missing data."
         (name = "reservations", description = "reserve before a call, settle after it"),
         (name = "budgets", description = "budgets and their spend"),
         (name = "projects", description = "projects and project keys (admin)"),
+        (name = "alerts", description = "budget thresholds, webhooks and the alerts sent"),
         (name = "service", description = "health, metrics and this document"),
     )
 )]

@@ -31,6 +31,8 @@ use sqlx::postgres::{PgConnection, PgPool, PgPoolOptions, PgRow};
 
 use super::{KeyRecord, Principal, Project, ReserveInput, SettleItem, new_id, now_ms};
 
+mod alerts;
+
 static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
 
 /// Ended reservations are kept this long so a late duplicate settle is still recognised.

@@ -23,6 +23,8 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 use super::{KeyRecord, Principal, Project, ReserveInput, SettleItem, new_id, now_ms};
 
+mod alerts;
+
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS projects (
     id            TEXT PRIMARY KEY,
@@ -87,6 +89,7 @@ impl SqliteStore {
             .map_err(fail)?;
         db.pragma_update(None, "foreign_keys", "ON").map_err(fail)?;
         db.execute_batch(SCHEMA).map_err(fail)?;
+        db.execute_batch(alerts::SCHEMA).map_err(fail)?;
         Ok(Self {
             dir,
             meta: Arc::new(Mutex::new(db)),
