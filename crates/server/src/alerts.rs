@@ -168,7 +168,9 @@ impl Evaluator {
         for alert in deliver {
             let (store, client, config) =
                 (self.store.clone(), self.client.clone(), self.config.clone());
-            running.spawn(async move { deliver_one(&store, &client, &config, alert).await });
+            running.spawn(async move {
+                deliver_one(&store, &client, &config, alert, lease_until).await
+            });
         }
         while let Some(done) = running.join_next().await {
             match done {
@@ -191,12 +193,14 @@ fn millis(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 
-/// One attempt: POST to every webhook that has not taken the alert yet, then record the result.
+/// One attempt, under the lease until `lease_until_ms`: POST to every webhook that has not taken
+/// the alert yet, then record the result.
 async fn deliver_one(
     store: &Store,
     client: &reqwest::Client,
     config: &AlertConfig,
     alert: Alert,
+    lease_until_ms: i64,
 ) -> bursora_core::Result<()> {
     let webhooks = store.webhooks(&alert.what.project).await?;
     let now = crate::store::now_ms();
@@ -212,6 +216,7 @@ async fn deliver_one(
                     delivered_at_ms: None,
                     delivered_to: Vec::new(),
                     next_attempt_ms: now,
+                    lease_until_ms,
                 },
             )
             .await;
@@ -243,6 +248,7 @@ async fn deliver_one(
             delivered_at_ms: Some(done_at),
             delivered_to,
             next_attempt_ms: done_at,
+            lease_until_ms,
         }
     } else {
         let backoff = config
@@ -259,6 +265,7 @@ async fn deliver_one(
             delivered_at_ms: None,
             delivered_to,
             next_attempt_ms: done_at + millis(backoff),
+            lease_until_ms,
         }
     };
     store.record_alert_attempt(&alert.id, &record).await

@@ -607,6 +607,109 @@ async fn config_validation_and_isolation(s: &Server) {
     assert_eq!(v["webhooks"], json!([]));
 }
 
+/// The store's claim and lease directly: a second claim of the same alert loses, a due alert is
+/// taken by one caller only, and a writer whose lease was taken over cannot overwrite the row.
+/// SQLite only: on the shared test Postgres, other tests' evaluators would take the due alert
+/// first (the replica tests cover Postgres' claim and lease end to end).
+async fn claim_and_lease(s: &Server) {
+    use bursora_server::store::{AlertStatus, AttemptRecord, NewAlert};
+    let store = &s.state.store;
+    let (p, _) = project(s).await;
+    let now = now_ms();
+    let new = NewAlert {
+        project: p.clone(),
+        budget_id: "bud_x".into(),
+        budget_name: "x".into(),
+        key: None,
+        window: "day".into(),
+        window_start_ms: 0,
+        resets_at_ms: Some(86_400_000),
+        threshold_pct: 80,
+        limit_nanos: 100,
+        spent_nanos: 80,
+    };
+    // A lease already over: the claimer "died" at once.
+    let stale = now - 1;
+    let a = store
+        .claim_alert(&new, stale)
+        .await
+        .unwrap()
+        .expect("first claim wins");
+    assert_eq!((a.status, a.attempts), (AlertStatus::Pending, 0));
+    assert!(
+        store
+            .claim_alert(&new, now + 60_000)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let templated = NewAlert {
+        key: Some("tenant_id=acme".into()),
+        ..new.clone()
+    };
+    let b = store.claim_alert(&templated, now + 60_000).await.unwrap();
+    assert!(
+        b.is_some(),
+        "another counter of the template is another alert"
+    );
+
+    let lease = now_ms() + 60_000;
+    let taken = store.take_due_alerts(lease, 100).await.unwrap();
+    let ours: Vec<_> = taken.iter().filter(|t| t.what.project == p).collect();
+    assert_eq!(
+        ours.len(),
+        1,
+        "only the alert whose lease ran out is due: {taken:?}"
+    );
+    assert_eq!(ours[0].id, a.id);
+    assert!(
+        store
+            .take_due_alerts(lease, 100)
+            .await
+            .unwrap()
+            .iter()
+            .all(|t| t.id != a.id),
+        "leased: nobody else takes it"
+    );
+    let record = |lease_until_ms| AttemptRecord {
+        status: AlertStatus::Delivered,
+        attempts: 1,
+        last_error: None,
+        delivered_at_ms: Some(now_ms()),
+        delivered_to: vec!["whk_1".into()],
+        next_attempt_ms: now_ms(),
+        lease_until_ms,
+    };
+    // The first claimer comes back late: its lease is gone, its write is dropped.
+    store
+        .record_alert_attempt(&a.id, &record(stale))
+        .await
+        .unwrap();
+    let row =
+        |all: Vec<bursora_server::store::Alert>| all.into_iter().find(|x| x.id == a.id).unwrap();
+    assert_eq!(
+        row(store.alerts(&p, 10).await.unwrap()).status,
+        AlertStatus::Pending
+    );
+    store
+        .record_alert_attempt(&a.id, &record(lease))
+        .await
+        .unwrap();
+    let done = row(store.alerts(&p, 10).await.unwrap());
+    assert_eq!(done.status, AlertStatus::Delivered);
+    assert_eq!(done.delivered_to, ["whk_1"]);
+}
+
+fn now_ms() -> i64 {
+    i64::try_from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis(),
+    )
+    .unwrap()
+}
+
 mod sqlite {
     use crate::common::{sqlite_server, sqlite_server_in};
 
@@ -651,6 +754,11 @@ mod sqlite {
     #[tokio::test]
     async fn config_validation_and_isolation() {
         super::config_validation_and_isolation(&sqlite_server().await).await;
+    }
+
+    #[tokio::test]
+    async fn claim_and_lease() {
+        super::claim_and_lease(&sqlite_server().await).await;
     }
 }
 

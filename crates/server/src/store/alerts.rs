@@ -174,6 +174,9 @@ pub struct AttemptRecord {
     pub delivered_to: Vec<String>,
     /// When to try again (`Pending` only).
     pub next_attempt_ms: i64,
+    /// The lease the attempt ran under: the record is dropped if another replica has taken
+    /// the alert since (this one overran its lease), so a late writer never rolls it back.
+    pub lease_until_ms: i64,
 }
 
 impl Store {
@@ -253,7 +256,7 @@ impl Store {
         dispatch!(self.take_due_alerts(lease_until_ms, limit))
     }
 
-    /// Writes an attempt's outcome and ends the caller's lease.
+    /// Writes an attempt's outcome and ends the caller's lease, if it still holds it.
     ///
     /// # Errors
     /// Storage failures.

@@ -197,7 +197,7 @@ impl PgStore {
         sqlx::query(
             "UPDATE alerts SET status = $2, attempts = $3, last_error = $4, delivered_at_ms = $5,
                 delivered_to = $6, next_attempt_ms = $7, lease_until_ms = 0
-             WHERE id = $1",
+             WHERE id = $1 AND lease_until_ms = $8",
         )
         .bind(id)
         .bind(a.status.as_str())
@@ -206,6 +206,7 @@ impl PgStore {
         .bind(a.delivered_at_ms)
         .bind(ids_to_json(&a.delivered_to))
         .bind(a.next_attempt_ms)
+        .bind(a.lease_until_ms)
         .execute(&self.pool)
         .await
         .map(drop)

@@ -314,7 +314,7 @@ impl SqliteStore {
             db.execute(
                 "UPDATE alerts SET status = ?2, attempts = ?3, last_error = ?4, delivered_at_ms = ?5,
                     delivered_to = ?6, next_attempt_ms = ?7, lease_until_ms = 0
-                 WHERE id = ?1",
+                 WHERE id = ?1 AND lease_until_ms = ?8",
                 params![
                     id,
                     a.status.as_str(),
@@ -322,7 +322,8 @@ impl SqliteStore {
                     a.last_error,
                     a.delivered_at_ms,
                     ids_to_json(&a.delivered_to),
-                    a.next_attempt_ms
+                    a.next_attempt_ms,
+                    a.lease_until_ms
                 ],
             )
             .map(drop)
