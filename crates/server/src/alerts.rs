@@ -274,6 +274,13 @@ async fn deliver_one(
 /// POSTs the alert to one webhook; the error names the host, never the URL.
 async fn post(client: &reqwest::Client, w: &Webhook, alert: &Alert) -> Result<(), String> {
     let host = host_of(&w.url);
+    if w.url.starts_with("https:") {
+        // The workspace's reqwest is built without a TLS feature; say so instead of a bare
+        // "error sending request".
+        return Err(format!(
+            "{host}: https webhooks need a TLS-enabled build of bursora-server (this one has no TLS)"
+        ));
+    }
     let body = match w.format {
         WebhookFormat::Json => json_document(alert),
         WebhookFormat::Slack => json!({ "text": slack_text(alert) }),
@@ -284,13 +291,26 @@ async fn post(client: &reqwest::Client, w: &Webhook, alert: &Alert) -> Result<()
         .json(&body)
         .send()
         .await
-        .map_err(|e| format!("{host}: {}", e.without_url()))?;
+        .map_err(|e| format!("{host}: {}", error_chain(e.without_url(), &w.url, &host)))?;
     let status = res.status();
     if status.is_success() {
         Ok(())
     } else {
         Err(format!("{host}: answered HTTP {}", status.as_u16()))
     }
+}
+
+/// An error and its causes (reqwest's own message is only "error sending request"), with the
+/// URL replaced by its host should a cause quote it.
+fn error_chain(e: reqwest::Error, url: &str, host: &str) -> String {
+    let mut text = e.to_string();
+    let mut cause = std::error::Error::source(&e);
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    text.replace(url, host)
 }
 
 /// The host (and port) of a URL: what logs and errors may say about a webhook.

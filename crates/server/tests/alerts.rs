@@ -314,13 +314,14 @@ async fn retried_until_delivered(s: &Server) {
     run.await.unwrap();
 }
 
-/// A webhook that never answers 2xx: `failed` after the last attempt, with the host (never the
-/// URL's secret path) in `last_error`.
+/// A webhook that never answers 2xx and an https one (this build has no TLS): `failed` after the
+/// last attempt, with the hosts (never the URLs' secret paths) in `last_error`.
 async fn gives_up_after_max_attempts(s: &Server) {
     let (url, inbox) = receiver().await;
     inbox.fail.store(usize::MAX, Ordering::SeqCst);
     let (p, key) = project(s).await;
     webhook(s, &p, &format!("{url}/services/SECRET"), "slack").await;
+    webhook(s, &p, "https://127.0.0.1:9/services/SECRET2", "json").await;
     let b = budget(
         s,
         &p,
@@ -343,6 +344,7 @@ async fn gives_up_after_max_attempts(s: &Server) {
     assert_eq!(a["attempts"], 5, "{v}");
     let err = a["last_error"].as_str().unwrap();
     assert!(err.contains("500") && err.contains("127.0.0.1"), "{err}");
+    assert!(err.contains("TLS"), "{err}");
     assert!(!err.contains("SECRET"), "{err}");
     let _ = stop.send(true);
     run.await.unwrap();
