@@ -44,6 +44,7 @@ use bursora_core::window::{Window, format_utc};
 use serde::{Deserialize, Deserializer, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
+mod alerts;
 mod history;
 mod openapi;
 
@@ -64,7 +65,7 @@ pub const MAX_AMOUNT_NANOS: i64 = 1_000_000 * 1_000_000_000;
 
 /// The API's router over `state`.
 pub fn router(state: AppState) -> Router {
-    Router::new()
+    alerts::routes(Router::new())
         .route("/healthz", get(healthz))
         .route("/v1/reserve", post(reserve))
         .route("/v1/settle", post(settle))

@@ -1,5 +1,6 @@
 //! `bursora-server`: the budget server behind the SDK's server mode (SPEC §4, §6).
 //!
+//! - [`alerts`]: the background task that delivers budget threshold alerts to webhooks.
 //! - [`api`]: the HTTP/JSON API under `/v1` (axum).
 //! - [`auth`]: API keys, hashed at rest, and the `Authorization: Bearer` extractor.
 //! - [`error`]: the one error type and our JSON error shape.
@@ -7,6 +8,7 @@
 //! - [`store`]: projects, keys and ledgers on SQLite (default) or Postgres.
 //! - [`sweeper`]: the background task that expires overdue reservations.
 
+pub mod alerts;
 pub mod api;
 pub mod auth;
 pub mod error;

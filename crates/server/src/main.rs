@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use bursora_server::auth::{ADMIN_PREFIX, MIN_ADMIN_KEY_LEN, key_record, new_secret};
 use bursora_server::store::{DEFAULT_RETENTION_DAYS, PgStore, SqliteStore};
-use bursora_server::{AppState, Store, router, sweeper};
+use bursora_server::{AppState, Store, alerts, router, sweeper};
 use clap::{Parser, Subcommand};
 use tokio::sync::watch;
 
@@ -43,6 +43,9 @@ struct Serve {
     /// How often overdue reservations are expired, in milliseconds.
     #[arg(long, default_value_t = 2_000)]
     sweep_every_ms: u64,
+    /// How often budgets are checked against their alert thresholds, in milliseconds.
+    #[arg(long, default_value_t = 1_000)]
+    alert_every_ms: u64,
     /// Most Postgres connections per replica.
     #[arg(long, default_value_t = 16)]
     max_connections: u32,
@@ -94,6 +97,14 @@ async fn serve(args: Serve) -> Result<(), String> {
     let sweeper = sweeper::spawn(
         state.store.clone(),
         Duration::from_millis(args.sweep_every_ms.max(100)),
+        stop_rx.clone(),
+    );
+    let alerter = alerts::spawn(
+        state.store.clone(),
+        alerts::AlertConfig {
+            every: Duration::from_millis(args.alert_every_ms.max(100)),
+            ..alerts::AlertConfig::default()
+        },
         stop_rx,
     );
     let listener = tokio::net::TcpListener::bind(args.listen)
@@ -111,6 +122,7 @@ async fn serve(args: Serve) -> Result<(), String> {
         .map_err(|e| format!("server failed: {e}"))?;
     let _ = stop_tx.send(true);
     let _ = sweeper.await;
+    let _ = alerter.await;
     tracing::info!("bursora-server stopped");
     Ok(())
 }

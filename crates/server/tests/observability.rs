@@ -163,6 +163,10 @@ const ROUTES: &[(&str, &[&str])] = &[
     ("/v1/projects", &["get", "post"]),
     ("/v1/projects/{id}/keys", &["get", "post"]),
     ("/v1/keys/{id}", &["delete"]),
+    ("/v1/webhooks", &["get", "post"]),
+    ("/v1/webhooks/{id}", &["delete"]),
+    ("/v1/budgets/{id}/alerts", &["get", "put"]),
+    ("/v1/alerts", &["get"]),
 ];
 
 /// Routes anyone may call; every other operation must require the bearer scheme.

@@ -46,6 +46,12 @@ one with `?project=<id>`. Another project's data answers 404 like missing data."
         super::create_key,
         super::history::list_keys,
         super::history::revoke_key,
+        super::alerts::create_webhook,
+        super::alerts::list_webhooks,
+        super::alerts::delete_webhook,
+        super::alerts::put_thresholds,
+        super::alerts::get_thresholds,
+        super::alerts::list_alerts,
     ),
     components(schemas(ErrorBody, ErrorDetail, ExceededBudget)),
     modifiers(&BearerAuth, &ErrorDefault),
@@ -54,6 +60,7 @@ one with `?project=<id>`. Another project's data answers 404 like missing data."
         (name = "budgets", description = "budgets and their spend"),
         (name = "history", description = "calls as they ended, refusals, usage, and spend over time"),
         (name = "projects", description = "projects and project keys (admin)"),
+        (name = "alerts", description = "budget thresholds, webhooks and the alerts sent"),
         (name = "service", description = "health, metrics and this document"),
     )
 )]

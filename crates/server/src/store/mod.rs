@@ -114,6 +114,11 @@ macro_rules! dispatch {
     };
 }
 
+// After the macro: `alerts` dispatches with it.
+mod alerts;
+
+pub use alerts::{Alert, AlertRule, AlertStatus, AttemptRecord, NewAlert, Webhook, WebhookFormat};
+
 impl Store {
     /// Checks the store answers (for `/healthz`).
     ///

@@ -38,6 +38,8 @@ use super::{
     DEFAULT_RETENTION_MS, KeyRecord, Principal, Project, ReserveInput, Revoked, new_id, now_ms,
 };
 
+mod alerts;
+
 static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
 
 /// The states whose actual cost is spend.

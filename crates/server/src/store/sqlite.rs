@@ -30,6 +30,8 @@ use super::{
     DEFAULT_RETENTION_MS, KeyRecord, Principal, Project, ReserveInput, Revoked, new_id, now_ms,
 };
 
+mod alerts;
+
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS projects (
     id            TEXT PRIMARY KEY,
@@ -95,6 +97,7 @@ impl SqliteStore {
             .map_err(fail)?;
         db.pragma_update(None, "foreign_keys", "ON").map_err(fail)?;
         db.execute_batch(SCHEMA).map_err(fail)?;
+        db.execute_batch(alerts::SCHEMA).map_err(fail)?;
         Ok(Self {
             dir,
             meta: Arc::new(Mutex::new(db)),
