@@ -73,6 +73,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/projects/{id}/keys", post(create_key))
         .route("/v1/openapi.json", get(openapi::serve))
         .route("/metrics", get(metrics))
+        .merge(crate::dashboard::routes())
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             crate::metrics::track_latency,
