@@ -280,16 +280,16 @@ fn parse_time(text: &str) -> Result<i64, String> {
     if let Ok(ms) = t.parse::<i64>() {
         return Ok(ms);
     }
-    if let Some(unit) = t.chars().last().filter(|c| "dhms".contains(*c)) {
-        if let Ok(n) = t[..t.len() - 1].parse::<i64>() {
-            let ms = match unit {
-                'd' => 86_400_000,
-                'h' => 3_600_000,
-                'm' => 60_000,
-                _ => 1_000,
-            };
-            return Ok(now_ms() - n.saturating_mul(ms));
-        }
+    if let Some(unit) = t.chars().last().filter(|c| "dhms".contains(*c))
+        && let Ok(n) = t[..t.len() - 1].parse::<i64>()
+    {
+        let ms = match unit {
+            'd' => 86_400_000,
+            'h' => 3_600_000,
+            'm' => 60_000,
+            _ => 1_000,
+        };
+        return Ok(now_ms() - n.saturating_mul(ms));
     }
     if let Ok(d) = chrono::NaiveDate::parse_from_str(t, "%Y-%m-%d") {
         return Ok(d
@@ -838,7 +838,7 @@ fn usd(nanos: i64) -> String {
     let whole = (cents / 100).to_string();
     let mut grouped = String::new();
     for (idx, ch) in whole.chars().enumerate() {
-        if idx > 0 && (whole.len() - idx) % 3 == 0 {
+        if idx > 0 && (whole.len() - idx).is_multiple_of(3) {
             grouped.push(',');
         }
         grouped.push(ch);
