@@ -206,7 +206,7 @@ describe('dashboard in headless Chromium', { skip, timeout: 240_000 }, () => {
   test('a blocked call appears live, without a reload', async () => {
     await page.getByRole('link', { name: 'Blocked & overruns' }).click();
     await ready(page);
-    await page.getByText('No blocked calls').waitFor();
+    await page.getByRole('heading', { name: 'No blocked calls' }).waitFor();
     await page.evaluate(() => {
       window.__sameDocument = true;
     });
@@ -223,7 +223,7 @@ describe('dashboard in headless Chromium', { skip, timeout: 240_000 }, () => {
     assert.equal(await page.evaluate(() => window.__sameDocument), true, 'the page was not reloaded');
     await shot(page, 'blocked');
     for (const view of ['Overruns', 'Expired reservations', 'All calls']) {
-      await page.getByRole('link', { name: view }).click();
+      await page.getByRole('link', { name: view, exact: true }).click();
       await ready(page);
     }
     await page.locator('tr[data-kind="settled"]').first().waitFor();
@@ -344,6 +344,8 @@ describe('dashboard in headless Chromium', { skip, timeout: 240_000 }, () => {
     await page.getByRole('button', { name: 'Sign out' }).click();
     await page.getByLabel('API key').fill(k.body.key);
     await page.getByRole('button', { name: 'Sign in' }).click();
+    await ready(page);
+    await page.getByRole('link', { name: 'Overview' }).click();
     await ready(page);
     await page.getByText('Get your first spend here').waitFor();
     const snippet = await page.locator('pre.code').first().textContent();

@@ -71,9 +71,10 @@ export function day(ms) {
   return `${MONTHS[d.getUTCMonth()]} ${d.getUTCDate()}`;
 }
 
-export function hour(ms) {
+/** `14:05`, or `14:05:09` with seconds. */
+export function hour(ms, seconds = false) {
   const d = new Date(ms);
-  return `${pad(d.getUTCHours())}:${pad(d.getUTCMinutes())}`;
+  return `${pad(d.getUTCHours())}:${pad(d.getUTCMinutes())}${seconds ? `:${pad(d.getUTCSeconds())}` : ""}`;
 }
 
 /** `2026-12-01` (UTC), for date inputs and file names. */

@@ -1,7 +1,7 @@
 // Pieces several pages show: status badges, the calls table, utilization bars, page headers.
 
 import { h } from "./dom.js";
-import { dateTime, duration, iso, tagsText, usd } from "./format.js";
+import { dateTime, duration, hour, iso, tagsText, usd } from "./format.js";
 import { requested, utilization } from "./queries.js";
 
 const KINDS = {
@@ -42,8 +42,19 @@ function tagChips(tags) {
   );
 }
 
-export function eventRow(e) {
+export function eventRow(e, { compact = false } = {}) {
   const amount = requested(e);
+  if (compact) {
+    const cost = e.actual_nanos ?? amount;
+    return h(
+      "tr",
+      { dataset: { id: e.id, kind: e.kind } },
+      h("td", { class: "nowrap" }, h("time", { datetime: e.at ?? iso(e.at_ms), title: dateTime(e.at_ms) }, hour(e.at_ms, true))),
+      h("td", null, kindBadge(e.kind)),
+      h("td", null, h("span", { class: "model" }, e.model ?? "–"), h("span", { class: "sub" }, e.budget ? `by ${e.budget.name}` : tagsText(e.tags))),
+      h("td", { class: "num" }, usd(cost)),
+    );
+  }
   return h(
     "tr",
     { dataset: { id: e.id, kind: e.kind } },
@@ -63,8 +74,12 @@ export function eventRow(e) {
 }
 
 /** The calls table; `rows` may be extended later through the returned `tbody`. */
-export function eventsTable(list, caption) {
-  const tbody = h("tbody", null, list.map(eventRow));
+export function eventsTable(list, caption, { compact = false } = {}) {
+  const tbody = h("tbody", null, list.map((e) => eventRow(e, { compact })));
+  const columns = compact
+    ? ["Time (UTC)", "Status", "Model and tags", "Cost / asked"]
+    : ["Time (UTC)", "Status", "Model", "Tags", "Reserved / asked", "Actual", "Overrun", "Budget"];
+  const numeric = (i) => (compact ? i === 3 : i >= 4 && i <= 6);
   const table = h(
     "table",
     { class: "data events" },
@@ -75,9 +90,7 @@ export function eventsTable(list, caption) {
       h(
         "tr",
         null,
-        ["Time (UTC)", "Status", "Model", "Tags", "Reserved / asked", "Actual", "Overrun", "Budget"].map((c, i) =>
-          h("th", { scope: "col", class: i >= 4 && i <= 6 ? "num" : null }, c),
-        ),
+        columns.map((c, i) => h("th", { scope: "col", class: numeric(i) ? "num" : null }, c)),
       ),
     ),
     tbody,

@@ -51,14 +51,19 @@ export function figures(d) {
   const today = points.filter((p) => p.start_ms >= d.today).reduce((a, p) => a + p.spent_nanos, 0);
   const hours = d.hourly.points ?? [];
   const week = hours.reduce((a, p) => a + p.spent_nanos, 0);
-  // Over the last 7 × 24 h, or less on a young project (never extrapolate from under an hour).
+  // Over the last 7 × 24 h, or since the first call on a younger project, but never over less
+  // than a day: an hour of traffic says little about a night, and would project wildly.
   const firstHour = hours.find((p) => p.spent_nanos > 0)?.start_ms;
-  const spanMs = firstHour === undefined ? 0 : Math.max(HOUR_MS, d.now - firstHour);
+  const spanMs = firstHour === undefined ? 0 : Math.min(7 * DAY_MS, Math.max(DAY_MS, d.now - firstHour));
   const perDay = spanMs > 0 ? (week / spanMs) * DAY_MS : 0;
   const left = startOfNextUtcMonth(d.now) - d.now;
   const projected = mtd + (perDay * left) / DAY_MS;
   const calls = points.filter((p) => p.start_ms >= d.monthStart).reduce((a, p) => a + (p.calls ?? 0), 0);
-  return { mtd, today, perDay, projected, calls, last24: hours.slice(-24).map((p) => p.spent_nanos) };
+  const byHour = new Map(hours.map((p) => [p.start_ms, p.spent_nanos]));
+  const hourNow = Math.floor(d.now / HOUR_MS) * HOUR_MS;
+  const last24 = Array.from({ length: 24 }, (_, i) => byHour.get(hourNow - (23 - i) * HOUR_MS) ?? 0);
+  const young = spanMs > 0 && spanMs < 7 * DAY_MS;
+  return { mtd, today, perDay, projected, calls, last24, young };
 }
 
 function kpi(label, value, sub, extra) {
@@ -127,7 +132,14 @@ function draw(api, root, d) {
   const missing = d.daily.missing;
   const noSpend = !missing && f.mtd === 0 && (d.daily.points ?? []).every((p) => !p.spent_nanos) && !(d.recent.events ?? []).length;
   const atRisk = [...d.counters].sort((a, b) => utilization(b) - utilization(a)).slice(0, TOP);
-  const { table } = eventsTable((d.recent.events ?? []).slice(0, 8), "Latest calls");
+  const { table } = eventsTable((d.recent.events ?? []).slice(0, 8), "Latest calls", { compact: true });
+  // Every day of the last 30, empty ones too, so gaps read as gaps.
+  const byDay = new Map((d.daily.points ?? []).map((p) => [p.start_ms, p]));
+  const days = Array.from({ length: 30 }, (_, i) => {
+    const start = d.today - (29 - i) * DAY_MS;
+    const p = byDay.get(start);
+    return { start_ms: start, total_nanos: p?.spent_nanos ?? 0, calls: p?.calls ?? 0 };
+  });
 
   replace(
     root,
@@ -142,18 +154,16 @@ function draw(api, root, d) {
         { class: "kpis" },
         kpi("Month to date", usd(f.mtd), `${count(f.calls)} calls`),
         kpi("Today", usd(f.today), "since 00:00 UTC"),
-        kpi("Burn rate", `${usd(f.perDay)}/day`, "average of the last 7 days", sparkline(f.last24, `Spend per hour over the last 24 hours`)),
+        kpi("Burn rate", `${usd(f.perDay)}/day`, f.young ? "average since the first call" : "average of the last 7 days", sparkline(f.last24, `Spend per hour over the last 24 hours`)),
         kpi("Projected month end", usd(f.projected), "month to date plus the burn rate until the 1st"),
       ),
       card(
         "Spend per day",
         missing
           ? h("p", { class: "muted" }, "Not available on this server.")
-          : barChart({
-              points: (d.daily.points ?? []).filter((p) => p.start_ms >= d.today - 29 * DAY_MS).map((p) => ({ ...p, total_nanos: p.spent_nanos })),
-              formatX: day,
-              title: "Spend per day, last 30 days",
-            }),
+          : days.some((p) => p.total_nanos > 0)
+            ? barChart({ points: days, formatX: day, title: "Spend per day, last 30 days" })
+            : h("p", { class: "muted" }, "No spend in the last 30 days yet."),
       ),
       h(
         "div",
