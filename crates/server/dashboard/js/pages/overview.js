@@ -29,12 +29,13 @@ async function load(api) {
   const hourStart = Math.floor(now / HOUR_MS) * HOUR_MS;
   const [daily, hourly, models, bc, recent] = await Promise.all([
     series(api, { bucket: "day", from, to: now }),
-    series(api, { bucket: "hour", from: hourStart - 167 * HOUR_MS, to: now }),
+    series(api, { bucket: "hour", from: hourStart - 23 * HOUR_MS, to: now }),
     breakdown(api, { groupBy: "model", from: today - 29 * DAY_MS, to: now, limit: TOP }),
     budgetsAndCounters(api),
     events(api, { limit: 100 }),
   ]);
-  const keys = tagKeys(bc.budgets, recent.events).slice(0, 2);
+  // One tag key (the one budgets match on, else the commonest): each breakdown scans the month.
+  const keys = tagKeys(bc.budgets, recent.events).slice(0, 1);
   const tags = await Promise.all(
     keys.map(async (key) => ({
       key,
@@ -49,20 +50,23 @@ export function figures(d) {
   const points = d.daily.points ?? [];
   const mtd = points.filter((p) => p.start_ms >= d.monthStart).reduce((a, p) => a + p.spent_nanos, 0);
   const today = points.filter((p) => p.start_ms >= d.today).reduce((a, p) => a + p.spent_nanos, 0);
-  const hours = d.hourly.points ?? [];
-  const week = hours.reduce((a, p) => a + p.spent_nanos, 0);
-  // Over the last 7 × 24 h, or since the first call on a younger project, but never over less
-  // than a day: an hour of traffic says little about a night, and would project wildly.
-  const firstHour = hours.find((p) => p.spent_nanos > 0)?.start_ms;
-  const spanMs = firstHour === undefined ? 0 : Math.min(7 * DAY_MS, Math.max(DAY_MS, d.now - firstHour));
+  // Over the last 7 days (6 whole UTC days and today so far), or since the first day with spend
+  // on a younger project, but never over less than a day: an hour of traffic says little about
+  // a night, and would project wildly.
+  const weekStart = d.today - 6 * DAY_MS;
+  const recentDays = points.filter((p) => p.start_ms >= weekStart);
+  const week = recentDays.reduce((a, p) => a + p.spent_nanos, 0);
+  const firstDay = recentDays.find((p) => p.spent_nanos > 0)?.start_ms;
+  const spanMs = firstDay === undefined ? 0 : Math.max(DAY_MS, d.now - firstDay);
   const perDay = spanMs > 0 ? (week / spanMs) * DAY_MS : 0;
+  const hours = d.hourly.points ?? [];
   const left = startOfNextUtcMonth(d.now) - d.now;
   const projected = mtd + (perDay * left) / DAY_MS;
   const calls = points.filter((p) => p.start_ms >= d.monthStart).reduce((a, p) => a + (p.calls ?? 0), 0);
   const byHour = new Map(hours.map((p) => [p.start_ms, p.spent_nanos]));
   const hourNow = Math.floor(d.now / HOUR_MS) * HOUR_MS;
   const last24 = Array.from({ length: 24 }, (_, i) => byHour.get(hourNow - (23 - i) * HOUR_MS) ?? 0);
-  const young = spanMs > 0 && spanMs < 7 * DAY_MS;
+  const young = firstDay !== undefined && firstDay > weekStart;
   return { mtd, today, perDay, projected, calls, last24, young };
 }
 
