@@ -342,6 +342,7 @@ impl Guard {
             amount: estimated,
             policy,
             ttl_ms: Some(self.ttl_ms),
+            id: None,
         };
         let mut r = self.ledger.reserve(&request);
         // Settlements still queued hold money the ledger will refund in a moment. Before refusing

@@ -41,6 +41,7 @@ fn req(call: &CallTags, amount: i64) -> ReserveRequest<'_> {
         amount: n(amount),
         policy: Policy::Block,
         ttl_ms: None,
+        id: None,
     }
 }
 
@@ -170,12 +171,14 @@ fn ttl_expiry_settles_at_reserved_amount_and_late_settle_corrects_it() {
         let r = l
             .reserve(&ReserveRequest {
                 ttl_ms: Some(5_000),
+                id: None,
                 ..req(&c, 300)
             })
             .unwrap();
         let kept = l
             .reserve(&ReserveRequest {
                 ttl_ms: Some(5_000),
+                id: None,
                 ..req(&c, 100)
             })
             .unwrap();
@@ -365,6 +368,7 @@ fn fit_policy_reserves_the_tightest_headroom() {
             amount: n(amount),
             policy: Policy::Fit { min: n(min) },
             ttl_ms: None,
+            id: None,
         };
         let r = l.reserve(&fit(500, 100)).unwrap();
         assert_eq!((r.amount, r.capped), (n(300), true), "{}", s.name);
@@ -455,6 +459,7 @@ fn bad_input_gives_typed_errors() {
             .ledger
             .reserve(&ReserveRequest {
                 ttl_ms: Some(0),
+                id: None,
                 ..req(&c, 1)
             })
             .unwrap_err();

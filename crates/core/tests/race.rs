@@ -66,6 +66,7 @@ fn hammer(ledger: &Arc<dyn Ledger>, threads: usize, per_thread: usize, limit: i6
                         amount: NanoUsd::from_nanos(AMOUNT).unwrap(),
                         policy: Policy::Block,
                         ttl_ms: None,
+                        id: None,
                     };
                     match ledger.reserve(&req) {
                         Ok(r) => {

@@ -33,11 +33,13 @@ use bursora_core::budget::{
     Budget, BudgetSpec, CallTags, MAX_BUDGET_NAME_BYTES, MAX_TAGS, Mode, Selector, Tags,
     validate_tag_value,
 };
+use bursora_core::ledger::history::{SettleWith, Tokens};
 use bursora_core::ledger::{BudgetStatus, DEFAULT_TTL_MS, Policy, Settlement};
 use bursora_core::window::{Window, format_utc};
 use serde::{Deserialize, Deserializer, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
+mod history;
 mod openapi;
 
 pub use openapi::ApiDoc;
@@ -68,9 +70,18 @@ pub fn router(state: AppState) -> Router {
             "/v1/budgets/{id}",
             get(get_budget).put(put_budget).delete(delete_budget),
         )
+        .route("/v1/budgets/{id}/windows", get(history::budget_windows))
         .route("/v1/spend", get(spend))
+        .route("/v1/spend/breakdown", get(history::breakdown))
+        .route("/v1/spend/series", get(history::series))
+        .route("/v1/usage", post(history::usage))
+        .route("/v1/events", get(history::events))
         .route("/v1/projects", get(list_projects).post(create_project))
-        .route("/v1/projects/{id}/keys", post(create_key))
+        .route(
+            "/v1/projects/{id}/keys",
+            get(history::list_keys).post(create_key),
+        )
+        .route("/v1/keys/{id}", axum::routing::delete(history::revoke_key))
         .route("/v1/openapi.json", get(openapi::serve))
         .route("/metrics", get(metrics))
         .merge(crate::dashboard::routes())
@@ -203,6 +214,10 @@ enum PolicyName {
 /// A reservation request: give exactly one of `amount_nanos` and `amount_usd`.
 #[derive(Debug, Deserialize, ToSchema)]
 struct ReserveBody {
+    /// A client-chosen id (8-64 characters of `[A-Za-z0-9_-]`, unique in the project) that
+    /// makes the reserve idempotent: repeating it reserves nothing again and answers with the
+    /// reservation it names (`replayed: true`). Without it the server picks an id.
+    id: Option<String>,
     /// The call's tags (at most 32).
     #[serde(default)]
     tags: BTreeMap<String, String>,
@@ -236,25 +251,48 @@ struct Reserved {
     expires_at: String,
     /// Unix milliseconds.
     expires_at_ms: i64,
+    /// True when the request's `id` already named this reservation: nothing was reserved now.
+    replayed: bool,
+    /// `active`, `settled`, `released` or `expired` (a replayed reservation may have ended).
+    status: String,
 }
 
 fn call_tags(body: &mut ReserveBody) -> Result<CallTags, AppError> {
-    if body.tags.len() > MAX_TAGS {
+    call_of(&mut body.tags, &mut body.provider, &mut body.model)
+}
+
+/// A call's tags, provider and model, validated (at most 32 tags, the tag rules).
+fn call_of(
+    tags: &mut BTreeMap<String, String>,
+    provider: &mut String,
+    model: &mut String,
+) -> Result<CallTags, AppError> {
+    if tags.len() > MAX_TAGS {
         return Err(AppError::bad_request(
             "invalid_input",
-            format!(
-                "{} tags given; a call carries at most {MAX_TAGS}",
-                body.tags.len()
-            ),
+            format!("{} tags given; a call carries at most {MAX_TAGS}", tags.len()),
         ));
     }
-    validate_tag_value("provider", &body.provider)?;
-    validate_tag_value("model", &body.model)?;
+    validate_tag_value("provider", provider)?;
+    validate_tag_value("model", model)?;
     Ok(CallTags {
-        tags: Tags::new(std::mem::take(&mut body.tags))?,
-        provider: std::mem::take(&mut body.provider),
-        model: std::mem::take(&mut body.model),
+        tags: Tags::new(std::mem::take(tags))?,
+        provider: std::mem::take(provider),
+        model: std::mem::take(model),
     })
+}
+
+/// Token counts a client reports: absent, or 0 to 10^12.
+fn tokens(input: Option<i64>, output: Option<i64>) -> Result<Tokens, AppError> {
+    for (n, what) in [(input, "input_tokens"), (output, "output_tokens")] {
+        if n.is_some_and(|n| !(0..=1_000_000_000_000).contains(&n)) {
+            return Err(AppError::bad_request(
+                "invalid_input",
+                format!("{what} must be an integer from 0 to 10^12"),
+            ));
+        }
+    }
+    Ok(Tokens { input, output })
 }
 
 /// Reserves an estimated cost against every matching budget before a call is dispatched.
@@ -269,6 +307,13 @@ async fn reserve(
     Json(mut body): Json<ReserveBody>,
 ) -> Result<Json<Reserved>, AppError> {
     let project = scope(&state, &caller, param).await?;
+    if let Some(id) = &body.id {
+        bursora_core::ledger::validate_reservation_id(id).map_err(|e| AppError::Client {
+            status: StatusCode::UNPROCESSABLE_ENTITY,
+            code: "invalid_input",
+            message: e.to_string(),
+        })?;
+    }
     let call = call_tags(&mut body)?;
     let requested = amount(body.amount_nanos, body.amount_usd, "amount")?;
     let policy = match body.policy {
@@ -286,6 +331,7 @@ async fn reserve(
                 amount: requested,
                 policy,
                 ttl_ms: body.ttl_ms,
+                id: body.id.take(),
             },
         )
         .await;
@@ -298,6 +344,8 @@ async fn reserve(
         budgets: r.budgets,
         expires_at: format_utc(r.expires_at_ms),
         expires_at_ms: r.expires_at_ms,
+        replayed: r.replayed,
+        status: r.ended.map_or("active", |o| o.as_str()).to_owned(),
         id: r.id,
     }))
 }
@@ -317,6 +365,10 @@ struct SettleItemBody {
     #[serde(deserialize_with = "nullable")]
     #[schema(required = true)]
     actual_nanos: Option<i64>,
+    /// Input tokens the provider reported, kept with the call's history.
+    input_tokens: Option<i64>,
+    /// Output tokens the provider reported.
+    output_tokens: Option<i64>,
 }
 
 /// A batch of 1 to 1000 settlements.
@@ -398,9 +450,13 @@ async fn settle(
             None => None,
             Some(n) => Some(amount(Some(n), None, "actual")?),
         };
-        items.push((item.id, actual));
+        items.push(SettleWith {
+            id: item.id,
+            actual,
+            tokens: tokens(item.input_tokens, item.output_tokens)?,
+        });
     }
-    let ids: Vec<String> = items.iter().map(|(id, _)| id.clone()).collect();
+    let ids: Vec<String> = items.iter().map(|i| i.id.clone()).collect();
     let results = state.store.settle_batch(&project, items).await?;
     state.metrics.settlements(&results);
     let results = ids
@@ -442,7 +498,14 @@ async fn release(
     let project = scope(&state, &caller, param).await?;
     let mut results = state
         .store
-        .settle_batch(&project, vec![(body.id.clone(), None)])
+        .settle_batch(
+            &project,
+            vec![SettleWith {
+                id: body.id.clone(),
+                actual: None,
+                tokens: Tokens::default(),
+            }],
+        )
         .await?;
     state.metrics.settlements(&results);
     let s = results.pop().unwrap_or_else(|| {

@@ -10,7 +10,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use bursora_server::auth::{ADMIN_PREFIX, MIN_ADMIN_KEY_LEN, key_record, new_secret};
-use bursora_server::store::{PgStore, SqliteStore};
+use bursora_server::store::{DEFAULT_RETENTION_DAYS, PgStore, SqliteStore};
 use bursora_server::{AppState, Store, router, sweeper};
 use clap::{Parser, Subcommand};
 use tokio::sync::watch;
@@ -57,6 +57,10 @@ struct Serve {
     /// Most Postgres connections per replica.
     #[arg(long, default_value_t = 16)]
     max_connections: u32,
+    /// How long ended reservations, refusals and usage events are kept, in days (the history
+    /// `GET /v1/events` and the spend queries read).
+    #[arg(long, env = "BURSORA_RETENTION_DAYS", default_value_t = DEFAULT_RETENTION_DAYS)]
+    retention_days: u32,
 }
 
 #[tokio::main]
@@ -84,13 +88,22 @@ async fn main() -> ExitCode {
 }
 
 async fn serve(args: Serve) -> Result<(), String> {
+    if args.retention_days == 0 {
+        return Err("--retention-days must be at least 1".into());
+    }
+    let retention_ms = i64::from(args.retention_days) * 24 * 3_600_000;
     let store = match &args.database_url {
         Some(url) => Store::Postgres(
             PgStore::connect(url, args.max_connections)
                 .await
-                .map_err(|e| e.to_string())?,
+                .map_err(|e| e.to_string())?
+                .with_retention_ms(retention_ms),
         ),
-        None => Store::Sqlite(SqliteStore::open(&args.data_dir).map_err(|e| e.to_string())?),
+        None => Store::Sqlite(
+            SqliteStore::open(&args.data_dir)
+                .map_err(|e| e.to_string())?
+                .with_retention_ms(retention_ms),
+        ),
     };
     bootstrap_admin(&store, args.admin_key.as_deref()).await?;
     let state = AppState::new(store);

@@ -80,6 +80,8 @@ impl Metrics {
     /// `refused` (a block budget could not take it). Other failures are not decisions.
     pub fn reservation(&self, result: &Result<Reservation, bursora_core::Error>) {
         match result {
+            // A replay reserved nothing: it is not a decision.
+            Ok(r) if r.replayed => {}
             Ok(r) if r.capped => add(&self.capped, 1),
             Ok(_) => add(&self.admitted, 1),
             Err(bursora_core::Error::BudgetExceeded(_)) => add(&self.refused, 1),

@@ -342,6 +342,7 @@ async fn client_mistakes_are_4xx_json(s: &Server) {
         ("POST", "/v1/settle".to_owned()),
         ("POST", "/v1/release".to_owned()),
         ("POST", "/v1/extend".to_owned()),
+        ("POST", "/v1/usage".to_owned()),
         ("POST", format!("/v1/budgets?project={p}")),
         ("PUT", format!("/v1/budgets/bud_x?project={p}")),
         ("POST", "/v1/projects".to_owned()),

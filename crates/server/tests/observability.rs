@@ -154,9 +154,15 @@ const ROUTES: &[(&str, &[&str])] = &[
     ("/v1/extend", &["post"]),
     ("/v1/budgets", &["get", "post"]),
     ("/v1/budgets/{id}", &["get", "put", "delete"]),
+    ("/v1/budgets/{id}/windows", &["get"]),
     ("/v1/spend", &["get"]),
+    ("/v1/spend/breakdown", &["get"]),
+    ("/v1/spend/series", &["get"]),
+    ("/v1/usage", &["post"]),
+    ("/v1/events", &["get"]),
     ("/v1/projects", &["get", "post"]),
-    ("/v1/projects/{id}/keys", &["post"]),
+    ("/v1/projects/{id}/keys", &["get", "post"]),
+    ("/v1/keys/{id}", &["delete"]),
 ];
 
 /// Routes anyone may call; every other operation must require the bearer scheme.

@@ -51,6 +51,10 @@ struct Counter {
 #[derive(Debug)]
 struct Held {
     amount: NanoUsd,
+    /// True when `fit` held less than was asked (a replay answers with it).
+    capped: bool,
+    /// How many counters it was taken from (`counters` is emptied once it ends).
+    budgets: usize,
     counters: Vec<CounterKey>,
     expires_at_ms: i64,
     /// `None` while active.
@@ -247,10 +251,24 @@ impl Ledger for MemoryLedger {
 
     fn reserve(&self, req: &ReserveRequest<'_>) -> Result<Reservation> {
         let ttl_ms = ttl(req.ttl_ms)?;
+        if let Some(id) = req.id {
+            super::validate_reservation_id(id)?;
+        }
         let now = self.clock.now_ms();
         let mut st = self.state.lock();
         if now >= st.next_sweep_ms {
             st.sweep(now);
+        }
+        if let Some(held) = req.id.and_then(|id| st.reservations.get(id)) {
+            return Ok(Reservation {
+                id: req.id.unwrap_or_default().to_owned(),
+                amount: held.amount,
+                capped: held.capped,
+                budgets: held.budgets,
+                expires_at_ms: held.expires_at_ms,
+                replayed: true,
+                ended: held.ended.map(|(o, _)| o),
+            });
         }
         let plan = plan_counters(&st.budgets, req.call, now);
         let mut keys = Vec::with_capacity(plan.len());
@@ -274,7 +292,7 @@ impl Ledger for MemoryLedger {
                 c.reserved = c.reserved.saturating_add(amount);
             }
         }
-        let id = self.ids.next();
+        let id = req.id.map_or_else(|| self.ids.next(), str::to_owned);
         let expires_at_ms = now.saturating_add(ttl_ms);
         st.expiry.insert((expires_at_ms, id.clone()));
         let budgets = keys.len();
@@ -282,6 +300,8 @@ impl Ledger for MemoryLedger {
             id.clone(),
             Held {
                 amount,
+                capped,
+                budgets,
                 counters: keys,
                 expires_at_ms,
                 ended: None,
@@ -293,6 +313,8 @@ impl Ledger for MemoryLedger {
             capped,
             budgets,
             expires_at_ms,
+            replayed: false,
+            ended: None,
         })
     }
 

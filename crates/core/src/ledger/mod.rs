@@ -6,6 +6,7 @@
 //! share. Both run the same decisions from this module ([`plan_counters`], [`decide`],
 //! [`SettleMath`]), so the two stores cannot disagree on what fits.
 
+pub mod history;
 mod memory;
 mod sqlite;
 
@@ -13,7 +14,7 @@ use std::fmt;
 use std::sync::Arc;
 
 pub use memory::MemoryLedger;
-pub use sqlite::SqliteLedger;
+pub use sqlite::{SqliteLedger, SqliteOptions};
 
 use crate::budget::{Budget, BudgetSpec, CallTags, Mode};
 use crate::error::{Error, Result};
@@ -48,6 +49,10 @@ pub struct ReserveRequest<'a> {
     pub policy: Policy,
     /// Time to live before it is settled at its reserved amount; `None` is [`DEFAULT_TTL_MS`].
     pub ttl_ms: Option<i64>,
+    /// A client-chosen id ([`validate_reservation_id`]), which makes the reserve idempotent: if
+    /// it already names a reservation, nothing is reserved again and that reservation is
+    /// returned with `replayed: true`. `None`: the ledger generates one.
+    pub id: Option<&'a str>,
 }
 
 /// Money held for one call until it is settled.
@@ -63,6 +68,10 @@ pub struct Reservation {
     pub budgets: usize,
     /// When it expires unless settled or extended.
     pub expires_at_ms: i64,
+    /// True when the request's id already named this reservation: nothing was reserved now.
+    pub replayed: bool,
+    /// How it ended, if it did (a replayed reservation may have); `None` while active.
+    pub ended: Option<Outcome>,
 }
 
 /// How a reservation ended.
@@ -87,7 +96,9 @@ impl Outcome {
         }
     }
 
-    fn parse(s: &str) -> Option<Self> {
+    /// The outcome named `s` (`settled`, `released`, `expired`).
+    #[must_use]
+    pub fn parse(s: &str) -> Option<Self> {
         match s {
             "settled" => Some(Self::Settled),
             "released" => Some(Self::Released),
@@ -548,6 +559,29 @@ impl IdGen {
     pub(crate) fn next(&self) -> String {
         let n = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         format!("{}{n:x}", self.prefix)
+    }
+}
+
+/// Shortest client-chosen reservation id.
+pub const MIN_RESERVATION_ID_BYTES: usize = 8;
+/// Longest client-chosen reservation id.
+pub const MAX_RESERVATION_ID_BYTES: usize = 64;
+
+/// Checks a client-chosen reservation (or usage event) id: 8 to 64 bytes of `[A-Za-z0-9_-]`.
+///
+/// # Errors
+/// [`Error::InvalidInput`] naming the rule.
+pub fn validate_reservation_id(id: &str) -> Result<()> {
+    let ok = (MIN_RESERVATION_ID_BYTES..=MAX_RESERVATION_ID_BYTES).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::invalid(format!(
+            "invalid id {id:?}: ids are {MIN_RESERVATION_ID_BYTES}-{MAX_RESERVATION_ID_BYTES} characters of A-Z, a-z, 0-9, '_' or '-'"
+        )))
     }
 }
 

@@ -14,6 +14,9 @@ use rusqlite::{
     Connection, ErrorCode, OpenFlags, OptionalExtension, Transaction, TransactionBehavior, params,
 };
 
+mod history;
+
+use super::history::{EventKind, RefusedBy, Tokens, new_refusal_id, tags_json};
 use super::{
     BudgetStatus, CounterRef, CounterState, Decision, EndPlan, IdGen, Ledger, Outcome, Reservation,
     ReserveRequest, SettleMath, Settlement, UpsertOutcome, decide, exceeded, new_budget_id,
@@ -24,16 +27,22 @@ use crate::clock::{SharedClock, SystemClock};
 use crate::error::{Error, Result};
 use crate::money::NanoUsd;
 
-/// The schema this code writes (`PRAGMA user_version`).
+/// The schema this code writes (`PRAGMA user_version`). It changes only when older code could no
+/// longer read or write the file safely; additive changes go by [`HISTORY_VERSION`] instead.
 const SCHEMA_VERSION: i64 = 1;
+/// Additive schema revisions (`bursora_meta.schema_version`), applied in place on open. Older
+/// code keeps working on a migrated file: it names its columns and leaves the new ones NULL.
+/// - 2: call history: tags, provider, model, requested amount, tokens and refusals on
+///   `reservations`, and an index by creation time for listing and spend queries.
+const HISTORY_VERSION: i64 = 2;
 /// How long a writer waits for another process's transaction before giving up.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often, at most, a reserve also settles expired reservations.
 const SWEEP_EVERY_MS: i64 = 1_000;
-/// Ended reservations are kept this long, so a late duplicate settle is still recognised.
+/// Ended reservations are kept this long by default, so a late duplicate settle is still
+/// recognised ([`SqliteOptions::keep_ended_ms`]).
 const KEEP_ENDED_MS: i64 = 7 * 24 * 3_600_000;
-/// How often, at most, ended reservations past [`KEEP_ENDED_MS`] are deleted (a table scan, so
-/// rare rather than indexed: an index would cost every settlement a write).
+/// How often, at most, ended reservations past their retention are deleted.
 const PRUNE_EVERY_MS: i64 = 3_600_000;
 
 const SCHEMA: &str = "
@@ -74,6 +83,38 @@ CREATE TABLE IF NOT EXISTS reservations (
 CREATE INDEX IF NOT EXISTS reservations_due ON reservations (expires_at_ms) WHERE state = 'active';
 ";
 
+/// [`HISTORY_VERSION`] 2. Refusals and usage events are rows too (`state` `refused`, `usage`),
+/// so reservation and usage ids share one namespace. The index is by creation time only (the
+/// primary key rides along): written once per insert, never moved by a settlement.
+const HISTORY_V2: &str = "
+ALTER TABLE reservations ADD COLUMN tags TEXT;
+ALTER TABLE reservations ADD COLUMN provider TEXT;
+ALTER TABLE reservations ADD COLUMN model TEXT;
+ALTER TABLE reservations ADD COLUMN requested INTEGER;
+ALTER TABLE reservations ADD COLUMN input_tokens INTEGER;
+ALTER TABLE reservations ADD COLUMN output_tokens INTEGER;
+ALTER TABLE reservations ADD COLUMN refused_by TEXT;
+CREATE INDEX IF NOT EXISTS reservations_at ON reservations (created_at_ms);
+INSERT OR REPLACE INTO bursora_meta (key, value) VALUES ('schema_version', 2);
+";
+
+/// How a [`SqliteLedger`] keeps its history.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SqliteOptions {
+    /// How long ended reservations, refusals and usage events are kept (ms). The embedded
+    /// default is 7 days (long enough to recognise a late duplicate settle); the server keeps
+    /// history for its dashboard much longer.
+    pub keep_ended_ms: i64,
+}
+
+impl Default for SqliteOptions {
+    fn default() -> Self {
+        Self {
+            keep_ended_ms: KEEP_ENDED_MS,
+        }
+    }
+}
+
 struct Conn {
     db: Connection,
     budgets: Vec<Budget>,
@@ -88,6 +129,7 @@ pub struct SqliteLedger {
     clock: SharedClock,
     ids: IdGen,
     path: PathBuf,
+    options: SqliteOptions,
 }
 
 impl std::fmt::Debug for SqliteLedger {
@@ -117,6 +159,18 @@ impl SqliteLedger {
     /// # Errors
     /// As [`SqliteLedger::open`].
     pub fn open_with_clock(path: impl AsRef<Path>, clock: SharedClock) -> Result<Self> {
+        Self::open_with_options(path, clock, SqliteOptions::default())
+    }
+
+    /// Like [`SqliteLedger::open_with_clock`] with the given options.
+    ///
+    /// # Errors
+    /// As [`SqliteLedger::open`].
+    pub fn open_with_options(
+        path: impl AsRef<Path>,
+        clock: SharedClock,
+        options: SqliteOptions,
+    ) -> Result<Self> {
         let path = path.as_ref().to_path_buf();
         let fail = |e: rusqlite::Error| storage_error(&path, &e);
         let mut flags = OpenFlags::SQLITE_OPEN_READ_WRITE
@@ -155,6 +209,7 @@ impl SqliteLedger {
             clock,
             ids: IdGen::new(),
             path,
+            options,
         };
         ledger.write(|_, _| Ok(()))?;
         Ok(ledger)
@@ -223,9 +278,9 @@ struct Cache<'a> {
 }
 
 impl Cache<'_> {
-    fn sweep(&mut self, tx: &Transaction<'_>, now: i64) -> Result<usize> {
+    fn sweep(&mut self, tx: &Transaction<'_>, now: i64, keep_ms: i64) -> Result<usize> {
         let prune = now >= *self.next_prune_ms;
-        let n = sweep(tx, now, prune, self.path)?;
+        let n = sweep(tx, now, prune.then_some(keep_ms), self.path)?;
         *self.next_sweep_ms = now + SWEEP_EVERY_MS;
         if prune {
             *self.next_prune_ms = now + PRUNE_EVERY_MS;
@@ -256,6 +311,22 @@ fn migrate(db: &mut Connection) -> rusqlite::Result<()> {
     if version < SCHEMA_VERSION {
         tx.execute_batch(SCHEMA)?;
         tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+    }
+    let history: i64 = tx
+        .query_row(
+            "SELECT value FROM bursora_meta WHERE key = 'schema_version'",
+            [],
+            |r| r.get(0),
+        )
+        .optional()?
+        .unwrap_or(1);
+    if history > HISTORY_VERSION {
+        return Err(rusqlite::Error::InvalidParameterName(format!(
+            "schema version {history} is newer than this Bursora understands ({HISTORY_VERSION}); upgrade @bursora/sdk"
+        )));
+    }
+    if history < 2 {
+        tx.execute_batch(HISTORY_V2)?;
     }
     tx.commit()
 }
@@ -400,8 +471,9 @@ fn read_reservation(tx: &Transaction<'_>, id: &str, path: &Path) -> Result<Row> 
                 .optional()
         })
         .map_err(|e| storage_error(path, &e))?;
-    let (amount, state, actual, counters) =
-        row.ok_or_else(|| Error::UnknownReservation { id: id.to_owned() })?;
+    let (amount, state, actual, counters) = row
+        .filter(|(_, state, _, _)| EventKind::parse(state).is_ok_and(EventKind::is_reservation))
+        .ok_or_else(|| Error::UnknownReservation { id: id.to_owned() })?;
     Ok(Row {
         amount: NanoUsd::from_nanos_clamped(amount),
         state,
@@ -416,17 +488,19 @@ fn end_reservation(
     outcome: Outcome,
     actual: NanoUsd,
     now: i64,
+    tokens: Tokens,
 ) -> rusqlite::Result<()> {
     tx.prepare_cached(
-        "UPDATE reservations SET state = ?2, actual = ?3, ended_at_ms = ?4 WHERE id = ?1",
+        "UPDATE reservations SET state = ?2, actual = ?3, ended_at_ms = ?4,
+         input_tokens = COALESCE(?5, input_tokens), output_tokens = COALESCE(?6, output_tokens) WHERE id = ?1",
     )?
-    .execute(params![id, outcome.as_str(), actual.nanos(), now])?;
+    .execute(params![id, outcome.as_str(), actual.nanos(), now, tokens.input, tokens.output])?;
     Ok(())
 }
 
-/// Settles every due reservation at its reserved amount; with `prune`, also forgets long-ended
-/// ones.
-fn sweep(tx: &Transaction<'_>, now: i64, prune: bool, path: &Path) -> Result<usize> {
+/// Settles every due reservation at its reserved amount; with `prune = Some(keep_ms)`, also
+/// forgets what ended longer ago than that.
+fn sweep(tx: &Transaction<'_>, now: i64, prune: Option<i64>, path: &Path) -> Result<usize> {
     let fail = |e: rusqlite::Error| storage_error(path, &e);
     let due: Vec<(String, i64, String)> = tx
         .prepare_cached(
@@ -444,20 +518,59 @@ fn sweep(tx: &Transaction<'_>, now: i64, prune: bool, path: &Path) -> Result<usi
             SettleMath::settle(amount, amount),
         )
         .map_err(fail)?;
-        end_reservation(tx, id, Outcome::Expired, amount, now).map_err(fail)?;
-    }
-    if prune {
-        tx.prepare_cached("DELETE FROM reservations WHERE state <> 'active' AND ended_at_ms < ?1")
-            .and_then(|mut s| s.execute([now.saturating_sub(KEEP_ENDED_MS)]))
+        end_reservation(tx, id, Outcome::Expired, amount, now, Tokens::default())
             .map_err(fail)?;
     }
+    if let Some(keep_ms) = prune {
+        // Through the creation-time index: a row ends at most a TTL after it was created, and
+        // rows created long ago but ended recently (late settlements) stay until they age too.
+        tx.prepare_cached(
+            "DELETE FROM reservations WHERE created_at_ms < ?1 AND state <> 'active' AND COALESCE(ended_at_ms, 0) < ?1",
+        )
+        .and_then(|mut s| s.execute([now.saturating_sub(keep_ms)]))
+        .map_err(fail)?;
+    }
     Ok(due.len())
+}
+
+/// The reservation a client-chosen id already names, if any, as a replayed answer.
+fn replay(tx: &Transaction<'_>, id: &str, path: &Path) -> Result<Option<Reservation>> {
+    let row: Option<(i64, String, Option<i64>, i64, String)> = tx
+        .prepare_cached(
+            "SELECT amount, state, requested, expires_at_ms, counters FROM reservations WHERE id = ?1",
+        )
+        .and_then(|mut s| {
+            s.query_row([id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))
+                .optional()
+        })
+        .map_err(|e| storage_error(path, &e))?;
+    let Some((amount, state, requested, expires_at_ms, counters)) = row else {
+        return Ok(None);
+    };
+    let kind = EventKind::parse(&state).map_err(|_| Error::Storage {
+        message: format!("{}: reservation {id:?} has an unknown state {state:?}", path.display()),
+    })?;
+    if !kind.is_reservation() {
+        return Err(Error::invalid(format!(
+            "id {id:?} already names a {} event of this project; choose another id",
+            kind.as_str()
+        )));
+    }
+    Ok(Some(Reservation {
+        id: id.to_owned(),
+        amount: NanoUsd::from_nanos_clamped(amount),
+        capped: requested.is_some_and(|r| amount < r),
+        budgets: parse_counters(&counters, path)?.len(),
+        expires_at_ms,
+        replayed: true,
+        ended: Outcome::parse(&state),
+    }))
 }
 
 impl SqliteLedger {
     fn end(&self, id: &str, actual: Option<NanoUsd>) -> Result<Settlement> {
         let now = self.clock.now_ms();
-        self.write(|tx, _| self.end_in(tx, id, actual, now))
+        self.write(|tx, _| self.end_in(tx, id, actual, now, Tokens::default()))
     }
 
     fn end_in(
@@ -466,6 +579,7 @@ impl SqliteLedger {
         id: &str,
         actual: Option<NanoUsd>,
         now: i64,
+        tokens: Tokens,
     ) -> Result<Settlement> {
         let row = read_reservation(tx, id, &self.path)?;
         let ended = Outcome::parse(&row.state)
@@ -478,7 +592,7 @@ impl SqliteLedger {
                 actual,
             } => {
                 apply(tx, &row.counters, math).map_err(|e| self.err(&e))?;
-                end_reservation(tx, id, outcome, actual, now).map_err(|e| self.err(&e))?;
+                end_reservation(tx, id, outcome, actual, now, tokens).map_err(|e| self.err(&e))?;
                 Ok(SettleMath::report(row.amount, actual, outcome, true))
             }
         }
@@ -536,10 +650,19 @@ impl Ledger for SqliteLedger {
 
     fn reserve(&self, req: &ReserveRequest<'_>) -> Result<Reservation> {
         let ttl_ms = ttl(req.ttl_ms)?;
+        if let Some(id) = req.id {
+            super::validate_reservation_id(id)?;
+        }
         let now = self.clock.now_ms();
+        // The inner result is the decision: a refusal commits its event and is returned as is.
         self.write(|tx, cache| {
             if now >= *cache.next_sweep_ms {
-                cache.sweep(tx, now)?;
+                cache.sweep(tx, now, self.options.keep_ended_ms)?;
+            }
+            if let Some(id) = req.id
+                && let Some(r) = replay(tx, id, &self.path)?
+            {
+                return Ok(Ok(r));
             }
             let budgets = &*cache.budgets;
             let plan = plan_counters(budgets, req.call, now);
@@ -560,7 +683,18 @@ impl Ledger for SqliteLedger {
             let (amount, capped) = match decide(budgets, &plan, &states, req.amount, req.policy) {
                 Decision::Reserve { amount, capped } => (amount, capped),
                 Decision::Refuse { counter } => {
-                    return Err(exceeded(budgets, &plan, &states, counter, req.amount));
+                    let refusal = exceeded(budgets, &plan, &states, counter, req.amount);
+                    if let Error::BudgetExceeded(x) = &refusal {
+                        let by = RefusedBy { id: x.id.to_string(), name: x.name.clone(), key: x.key.clone() };
+                        let by = serde_json::to_string(&by).map_err(|e| Error::Storage { message: e.to_string() })?;
+                        tx.prepare_cached(
+                            "INSERT INTO reservations (id, amount, state, created_at_ms, expires_at_ms, ended_at_ms, counters,
+                             tags, provider, model, requested, refused_by) VALUES (?1, 0, 'refused', ?2, ?2, ?2, '[]', ?3, ?4, ?5, ?6, ?7)",
+                        )
+                        .and_then(|mut s| s.execute(params![new_refusal_id(), now, tags_json(req.call), req.call.provider, req.call.model, req.amount.nanos(), by]))
+                        .map_err(|e| self.err(&e))?;
+                    }
+                    return Ok(Err(refusal));
                 }
             };
             let mut stored: Vec<StoredCounter> = Vec::with_capacity(plan.len());
@@ -579,16 +713,22 @@ impl Ledger for SqliteLedger {
                 .map_err(|e| self.err(&e))?;
                 stored.push((id.to_owned(), c.key.clone(), c.window_start_ms));
             }
-            let id = self.ids.next();
+            let id = req.id.map_or_else(|| self.ids.next(), str::to_owned);
             let expires_at_ms = now.saturating_add(ttl_ms);
             let counters = serde_json::to_string(&stored).map_err(|e| Error::Storage { message: e.to_string() })?;
             tx.prepare_cached(
-                "INSERT INTO reservations (id, amount, state, created_at_ms, expires_at_ms, counters) VALUES (?1, ?2, 'active', ?3, ?4, ?5)",
+                "INSERT INTO reservations (id, amount, state, created_at_ms, expires_at_ms, counters, tags, provider, model, requested)
+                 VALUES (?1, ?2, 'active', ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
             )
-            .and_then(|mut s| s.execute(params![id, amount.nanos(), now, expires_at_ms, counters]))
+            .and_then(|mut s| {
+                s.execute(params![
+                    id, amount.nanos(), now, expires_at_ms, counters,
+                    tags_json(req.call), req.call.provider, req.call.model, req.amount.nanos()
+                ])
+            })
             .map_err(|e| self.err(&e))?;
-            Ok(Reservation { id, amount, capped, budgets: stored.len(), expires_at_ms })
-        })
+            Ok(Ok(Reservation { id, amount, capped, budgets: stored.len(), expires_at_ms, replayed: false, ended: None }))
+        })?
     }
 
     fn settle(&self, id: &str, actual: NanoUsd) -> Result<Settlement> {
@@ -604,7 +744,7 @@ impl Ledger for SqliteLedger {
         self.write(|tx, _| {
             items
                 .iter()
-                .map(|(id, actual)| match self.end_in(tx, id, *actual, now) {
+                .map(|(id, actual)| match self.end_in(tx, id, *actual, now, Tokens::default()) {
                     Err(e @ Error::Storage { .. }) => Err(e),
                     other => Ok(other),
                 })
@@ -653,7 +793,7 @@ impl Ledger for SqliteLedger {
 
     fn expire(&self) -> Result<usize> {
         let now = self.clock.now_ms();
-        self.write(|tx, cache| cache.sweep(tx, now))
+        self.write(|tx, cache| cache.sweep(tx, now, self.options.keep_ended_ms))
     }
 
     fn status(&self) -> Result<Vec<BudgetStatus>> {

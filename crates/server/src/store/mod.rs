@@ -21,7 +21,17 @@ pub use sqlite::SqliteStore;
 
 use bursora_core::NanoUsd;
 use bursora_core::budget::{Budget, BudgetSpec, CallTags};
+use bursora_core::ledger::history::{
+    Event, EventQuery, SettleWith, SpendQuery, SpendRow, UsageItem, UsageOutcome, WindowFigures,
+};
 use bursora_core::ledger::{BudgetStatus, Policy, Reservation, Settlement, UpsertOutcome};
+
+/// How long the server keeps ended reservations, refusals and usage events by default (days):
+/// over a year, so the dashboard can compare a month with the same month last year.
+pub const DEFAULT_RETENTION_DAYS: u32 = 400;
+
+/// [`DEFAULT_RETENTION_DAYS`] in milliseconds.
+pub const DEFAULT_RETENTION_MS: i64 = DEFAULT_RETENTION_DAYS as i64 * 24 * 3_600_000;
 
 /// A project: the unit that owns budgets, reservations and keys.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -69,10 +79,20 @@ pub struct ReserveInput {
     pub policy: Policy,
     /// Time to live; `None` is the core's default.
     pub ttl_ms: Option<i64>,
+    /// A client-chosen id, making the reserve idempotent; `None` generates one.
+    pub id: Option<String>,
 }
 
-/// One item of a settlement batch: `Some(actual)` settles, `None` releases.
-pub type SettleItem = (String, Option<NanoUsd>);
+/// What revoking a key did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Revoked {
+    /// The key is gone; it answers 401 from now on.
+    Revoked,
+    /// No key has that id.
+    NotFound,
+    /// It is the last admin key: revoking it would lock everyone out.
+    LastAdmin,
+}
 
 /// The budget store behind the API.
 #[derive(Debug)]
@@ -191,9 +211,65 @@ impl Store {
     pub async fn settle_batch(
         &self,
         project: &str,
-        items: Vec<SettleItem>,
+        items: Vec<SettleWith>,
     ) -> Result<Vec<Result<Settlement>>> {
         dispatch!(self.settle_batch(project, items))
+    }
+
+    /// Delivers usage exactly once per id: settles the reservation an id names, or records a
+    /// usage event once (counted as spent at its time, never refused).
+    ///
+    /// # Errors
+    /// Storage failures (then nothing changed).
+    pub async fn usage(&self, project: &str, items: Vec<UsageItem>) -> Result<Vec<UsageOutcome>> {
+        dispatch!(self.usage(project, items))
+    }
+
+    /// The project's remembered calls, newest first.
+    ///
+    /// # Errors
+    /// Storage failures.
+    pub async fn events(&self, project: &str, query: EventQuery) -> Result<Vec<Event>> {
+        dispatch!(self.events(project, query))
+    }
+
+    /// The project's spend over a range, grouped and bucketed as asked.
+    ///
+    /// # Errors
+    /// Storage failures.
+    pub async fn spend(&self, project: &str, query: SpendQuery) -> Result<Vec<SpendRow>> {
+        dispatch!(self.spend(project, query))
+    }
+
+    /// A budget's counters in windows starting in `[from_ms, to_ms)`, newest first. The caller
+    /// has checked the budget belongs to `project`.
+    ///
+    /// # Errors
+    /// Storage failures.
+    pub async fn windows(
+        &self,
+        project: &str,
+        budget_id: &str,
+        (from_ms, to_ms): (i64, i64),
+        limit: usize,
+    ) -> Result<Vec<WindowFigures>> {
+        dispatch!(self.windows(project, budget_id, (from_ms, to_ms), limit))
+    }
+
+    /// The keys of a project, oldest first (hashes included: callers must not show them).
+    ///
+    /// # Errors
+    /// Storage failures.
+    pub async fn keys(&self, project: &str) -> Result<Vec<KeyRecord>> {
+        dispatch!(self.keys(project))
+    }
+
+    /// Revokes a key by id; refuses to revoke the last admin key.
+    ///
+    /// # Errors
+    /// Storage failures.
+    pub async fn revoke_key(&self, id: &str) -> Result<Revoked> {
+        dispatch!(self.revoke_key(id))
     }
 
     /// Pushes an active reservation's expiry to `ttl_ms` from now (a live stream renews it);
@@ -229,7 +305,8 @@ pub(crate) fn new_id(prefix: &str, len: usize) -> String {
 }
 
 /// Milliseconds since the Unix epoch.
-pub(crate) fn now_ms() -> i64 {
+#[must_use]
+pub fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))

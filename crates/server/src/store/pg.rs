@@ -20,21 +20,28 @@ use std::time::Duration;
 
 use bursora_core::budget::{Budget, BudgetSpec, Selector};
 use bursora_core::ledger::DEFAULT_TTL_MS;
+use bursora_core::ledger::history::{
+    Event, EventKind, EventQuery, GroupBy, RefusedBy, SettleWith, SpendQuery, SpendRow,
+    StoredEvent, UsageItem, UsageOutcome, WindowFigures, kind_filter_sql, new_refusal_id,
+    tags_json,
+};
 use bursora_core::ledger::{
     BudgetStatus, CounterState, Decision, EndPlan, Outcome, Reservation, SettleMath, Settlement,
-    UpsertOutcome, decide, exceeded, plan_counters, validate_ttl,
+    UpsertOutcome, decide, exceeded, plan_counters, validate_reservation_id, validate_ttl,
 };
 use bursora_core::{Error, NanoUsd, Result};
 use sqlx::Row;
 use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnection, PgPool, PgPoolOptions, PgRow};
 
-use super::{KeyRecord, Principal, Project, ReserveInput, SettleItem, new_id, now_ms};
+use super::{
+    DEFAULT_RETENTION_MS, KeyRecord, Principal, Project, ReserveInput, Revoked, new_id, now_ms,
+};
 
 static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
 
-/// Ended reservations are kept this long so a late duplicate settle is still recognised.
-const KEEP_ENDED_MS: i64 = 7 * 24 * 3_600_000;
+/// The states whose actual cost is spend.
+const SPENT_STATES: &str = "('settled', 'expired', 'usage')";
 /// Most reservations one sweep transaction expires (or prunes); the sweeper runs again soon.
 const SWEEP_BATCH: i64 = 1_000;
 /// Attempts of a transaction that Postgres aborted as a deadlock or serialization failure.
@@ -103,6 +110,8 @@ where
 #[derive(Debug, Clone)]
 pub struct PgStore {
     pool: PgPool,
+    /// How long ended reservations, refusals and usage events are kept (ms).
+    keep_ms: i64,
 }
 
 impl PgStore {
@@ -119,7 +128,18 @@ impl PgStore {
             .await
             .map_err(storage)?;
         MIGRATOR.run(&pool).await.map_err(storage)?;
-        Ok(Self { pool })
+        Ok(Self {
+            pool,
+            keep_ms: DEFAULT_RETENTION_MS,
+        })
+    }
+
+    /// Keeps ended reservations, refusals and usage events for `ms` (default
+    /// [`DEFAULT_RETENTION_MS`]).
+    #[must_use]
+    pub fn with_retention_ms(mut self, ms: i64) -> Self {
+        self.keep_ms = ms;
+        self
     }
 
     pub(super) async fn ping(&self) -> Result<()> {
@@ -304,7 +324,101 @@ impl PgStore {
             Some(t) => validate_ttl(t)?,
             None => DEFAULT_TTL_MS,
         };
-        retry(|| self.reserve_once(project, &input, ttl_ms)).await
+        if let Some(id) = &input.id {
+            validate_reservation_id(id)?;
+        }
+        match retry(|| self.reserve_once(project, &input, ttl_ms)).await? {
+            Reserved::New(r) => Ok(r),
+            // The id is taken (or the call was refused): what it names decides the answer.
+            Reserved::Taken(id) => match self.replay(project, &id).await? {
+                Some(r) => Ok(r),
+                None => Err(storage(format!("reservation {id:?} vanished while replayed"))),
+            },
+            Reserved::Refused(e) => {
+                if let Some(id) = &input.id
+                    && let Some(r) = self.replay(project, id).await?
+                {
+                    return Ok(r);
+                }
+                self.record_refusal(project, &input, &e).await?;
+                Err(e)
+            }
+        }
+    }
+
+    /// The reservation a client-chosen id names, as a replayed answer; an error if it names a
+    /// usage event or refusal instead.
+    async fn replay(&self, project: &str, id: &str) -> Result<Option<Reservation>> {
+        let row = sqlx::query(
+            "SELECT amount, state, requested, expires_at_ms, counters FROM reservations
+             WHERE project_id = $1 AND id = $2",
+        )
+        .bind(project)
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(storage)?;
+        let Some(r) = row else { return Ok(None) };
+        let get = || -> sqlx::Result<(i64, String, Option<i64>, i64, String)> {
+            Ok((
+                r.try_get(0)?,
+                r.try_get(1)?,
+                r.try_get(2)?,
+                r.try_get(3)?,
+                r.try_get(4)?,
+            ))
+        };
+        let (amount, state, requested, expires_at_ms, counters) = get().map_err(storage)?;
+        let kind = EventKind::parse(&state).map_err(storage)?;
+        if !kind.is_reservation() {
+            return Err(Error::InvalidInput {
+                message: format!(
+                    "id {id:?} already names a {} event of this project; choose another id",
+                    kind.as_str()
+                ),
+            });
+        }
+        Ok(Some(Reservation {
+            id: id.to_owned(),
+            amount: NanoUsd::from_nanos_clamped(amount),
+            capped: requested.is_some_and(|r| amount < r),
+            budgets: parse_counters(&counters)?.len(),
+            expires_at_ms,
+            replayed: true,
+            ended: Outcome::parse(&state),
+        }))
+    }
+
+    /// Remembers a refusal (for the dashboard's blocked calls); one statement, off the
+    /// reservation's transaction, which was rolled back.
+    async fn record_refusal(&self, project: &str, input: &ReserveInput, e: &Error) -> Result<()> {
+        let Error::BudgetExceeded(x) = e else {
+            return Ok(());
+        };
+        let by = serde_json::to_string(&RefusedBy {
+            id: x.id.to_string(),
+            name: x.name.clone(),
+            key: x.key.clone(),
+        })
+        .map_err(storage)?;
+        let now = now_ms();
+        sqlx::query(
+            "INSERT INTO reservations (id, project_id, amount, state, created_at_ms, expires_at_ms, ended_at_ms,
+             counters, tags, provider, model, requested, refused_by)
+             VALUES ($1, $2, 0, 'refused', $3, $3, $3, '[]', $4::jsonb, $5, $6, $7, $8)",
+        )
+        .bind(new_refusal_id())
+        .bind(project)
+        .bind(now)
+        .bind(tags_json(&input.call))
+        .bind(&input.call.provider)
+        .bind(&input.call.model)
+        .bind(input.amount.nanos())
+        .bind(by)
+        .execute(&self.pool)
+        .await
+        .map(drop)
+        .map_err(storage)
     }
 
     async fn reserve_once(
@@ -312,7 +426,7 @@ impl PgStore {
         project: &str,
         input: &ReserveInput,
         ttl_ms: i64,
-    ) -> std::result::Result<Reservation, Fail> {
+    ) -> std::result::Result<Reserved, Fail> {
         let mut tx = self.pool.begin().await?;
         let budgets = load_budgets(&mut tx, project).await?;
         let now = now_ms();
@@ -342,7 +456,13 @@ impl PgStore {
             Decision::Reserve { amount, capped } => (amount, capped),
             // Dropping the transaction rolls it back: nothing was reserved.
             Decision::Refuse { counter } => {
-                return Err(exceeded(&budgets, &plan, &states, counter, input.amount).into());
+                return Ok(Reserved::Refused(exceeded(
+                    &budgets,
+                    &plan,
+                    &states,
+                    counter,
+                    input.amount,
+                )));
             }
         };
         if !counters.is_empty() {
@@ -359,12 +479,15 @@ impl PgStore {
             .execute(&mut *tx)
             .await?;
         }
-        let id = new_id("res_", 32);
+        let id = input.id.clone().unwrap_or_else(|| new_id("res_", 32));
         let expires_at_ms = now.saturating_add(ttl_ms);
         let stored = serde_json::to_string(&counters).map_err(storage)?;
-        sqlx::query(
-            "INSERT INTO reservations (id, project_id, amount, state, created_at_ms, expires_at_ms, counters)
-             VALUES ($1, $2, $3, 'active', $4, $5, $6)",
+        // A taken id is found here, not by a read before: the common case pays no round trip.
+        let inserted = sqlx::query(
+            "INSERT INTO reservations (id, project_id, amount, state, created_at_ms, expires_at_ms, counters,
+             tags, provider, model, requested)
+             VALUES ($1, $2, $3, 'active', $4, $5, $6, $7::jsonb, $8, $9, $10)
+             ON CONFLICT (project_id, id) DO NOTHING",
         )
         .bind(&id)
         .bind(project)
@@ -372,115 +495,378 @@ impl PgStore {
         .bind(now)
         .bind(expires_at_ms)
         .bind(stored)
+        .bind(tags_json(&input.call))
+        .bind(&input.call.provider)
+        .bind(&input.call.model)
+        .bind(input.amount.nanos())
         .execute(&mut *tx)
         .await?;
+        if inserted.rows_affected() == 0 {
+            // Dropping the transaction rolls back the counters: nothing reserved twice.
+            return Ok(Reserved::Taken(id));
+        }
         tx.commit().await?;
-        Ok(Reservation {
+        Ok(Reserved::New(Reservation {
             id,
             amount,
             capped,
             budgets: counters.len(),
             expires_at_ms,
-        })
+            replayed: false,
+            ended: None,
+        }))
     }
 
     pub(super) async fn settle_batch(
         &self,
         project: &str,
-        items: Vec<SettleItem>,
+        items: Vec<SettleWith>,
     ) -> Result<Vec<Result<Settlement>>> {
-        retry(|| self.settle_once(project, &items)).await
+        let items = &items;
+        retry(|| async move {
+            let mut tx = self.pool.begin().await?;
+            let results = settle_in(&mut tx, project, items, &[], now_ms()).await?;
+            tx.commit().await?;
+            Ok(results)
+        })
+        .await
     }
 
-    async fn settle_once(
+    pub(super) async fn usage(
         &self,
         project: &str,
-        items: &[SettleItem],
-    ) -> std::result::Result<Vec<Result<Settlement>>, Fail> {
-        struct Held {
-            amount: NanoUsd,
-            ended: Option<(Outcome, NanoUsd)>,
-            counters: Vec<CounterId>,
-            changed: bool,
-        }
+        items: Vec<UsageItem>,
+    ) -> Result<Vec<UsageOutcome>> {
+        let items = &items;
+        retry(|| self.usage_once(project, items)).await
+    }
+
+    /// One attempt at a usage batch, in one transaction: lock the rows the ids already name
+    /// (reservations before counters, like a settlement), settle the reservations, count the
+    /// new usage into its counters, insert the usage rows. An id another transaction inserts
+    /// meanwhile makes the insert skip it, and the batch is re-run to see that row.
+    async fn usage_once(
+        &self,
+        project: &str,
+        items: &[UsageItem],
+    ) -> std::result::Result<Vec<UsageOutcome>, Fail> {
         let now = now_ms();
-        let mut ids: Vec<&str> = items.iter().map(|(id, _)| id.as_str()).collect();
+        let mut ids: Vec<&str> = items.iter().map(|i| i.id.as_str()).collect();
         ids.sort_unstable();
         ids.dedup();
         let mut tx = self.pool.begin().await?;
         let rows = sqlx::query(
-            "SELECT id, amount, state, actual, counters FROM reservations
-             WHERE project_id = $1 AND id = ANY($2) ORDER BY id FOR UPDATE",
+            "SELECT id, state FROM reservations WHERE project_id = $1 AND id = ANY($2)
+             ORDER BY id FOR UPDATE",
         )
         .bind(project)
         .bind(&ids)
         .fetch_all(&mut *tx)
         .await?;
-        let mut held: HashMap<String, Held> = HashMap::with_capacity(rows.len());
+        let mut known: HashMap<String, EventKind> = HashMap::with_capacity(rows.len());
         for r in &rows {
-            let state: String = r.try_get("state")?;
-            let actual: Option<i64> = r.try_get("actual")?;
-            let ended = parse_outcome(&state)
-                .map(|o| (o, NanoUsd::from_nanos_clamped(actual.unwrap_or(0))));
-            held.insert(
-                r.try_get("id")?,
-                Held {
-                    amount: NanoUsd::from_nanos_clamped(r.try_get("amount")?),
-                    ended,
-                    counters: parse_counters(&r.try_get::<String, _>("counters")?)?,
-                    changed: false,
-                },
-            );
+            let state: String = r.try_get(1)?;
+            known.insert(r.try_get(0)?, EventKind::parse(&state)?);
         }
-        // Decide every item first (a batch may name one id twice: the second sees the first).
-        let mut results = Vec::with_capacity(items.len());
-        let mut moves: Vec<(Vec<CounterId>, SettleMath)> = Vec::new();
-        for (id, actual) in items {
-            let Some(h) = held.get_mut(id) else {
-                results.push(Err(Error::UnknownReservation { id: id.clone() }));
-                continue;
-            };
-            results.push(Ok(match EndPlan::new(h.amount, h.ended, *actual) {
-                EndPlan::Unchanged(report) => report,
-                EndPlan::Apply {
-                    math,
-                    outcome,
-                    actual,
-                } => {
-                    moves.push((h.counters.clone(), math));
-                    h.ended = Some((outcome, actual));
-                    h.changed = true;
-                    SettleMath::report(h.amount, actual, outcome, true)
+        let budgets = load_budgets(&mut tx, project).await?;
+        // Decide each item: settle, repeat, or new usage (an id twice in the batch: once).
+        enum Plan {
+            Settle,
+            Repeat,
+            Record,
+        }
+        let mut plans = Vec::with_capacity(items.len());
+        let mut settles = Vec::new();
+        let mut new_ids: std::collections::HashSet<&str> = std::collections::HashSet::new();
+        let mut spend: HashMap<CounterId, i64> = HashMap::new();
+        let mut new_rows = Vec::new();
+        for item in items {
+            match known.get(&item.id) {
+                Some(kind) if kind.is_reservation() => {
+                    plans.push(Plan::Settle);
+                    settles.push(SettleWith {
+                        id: item.id.clone(),
+                        actual: Some(item.actual),
+                        tokens: item.tokens,
+                    });
                 }
-            }));
-        }
-        let touched: Vec<CounterId> = moves.iter().flat_map(|(c, _)| c.clone()).collect();
-        lock_counters(&mut tx, &touched, false).await?;
-        for (counters, math) in &moves {
-            apply(&mut tx, counters, *math).await?;
-        }
-        let (mut ended_ids, mut states, mut actuals) = (Vec::new(), Vec::new(), Vec::new());
-        for (id, h) in &held {
-            if let (true, Some((outcome, actual))) = (h.changed, h.ended) {
-                ended_ids.push(id.as_str());
-                states.push(outcome.as_str());
-                actuals.push(actual.nanos());
+                Some(_) => plans.push(Plan::Repeat),
+                None if !new_ids.insert(item.id.as_str()) => plans.push(Plan::Repeat),
+                None => {
+                    let at = item.at_ms.unwrap_or(now).min(now);
+                    let counters: Vec<CounterId> = plan_counters(&budgets, &item.call, at)
+                        .iter()
+                        .map(|c| {
+                            (
+                                budgets[c.budget].id.to_string(),
+                                c.key.clone(),
+                                c.window_start_ms,
+                            )
+                        })
+                        .collect();
+                    for c in &counters {
+                        let n = spend.entry(c.clone()).or_default();
+                        *n = n.saturating_add(item.actual.nanos());
+                    }
+                    new_rows.push((item, at, counters));
+                    plans.push(Plan::Record);
+                }
             }
         }
-        if !ended_ids.is_empty() {
+        let extra: Vec<CounterId> = spend.keys().cloned().collect();
+        let settled = settle_in(&mut tx, project, &settles, &extra, now).await?;
+        if !spend.is_empty() {
+            let counters: Vec<CounterId> = spend.keys().cloned().collect();
+            let amounts: Vec<i64> = counters.iter().map(|c| spend[c]).collect();
+            let (b, k, w) = columns(&counters);
             sqlx::query(
-                "UPDATE reservations r SET state = u.s, actual = u.a, ended_at_ms = $4
-                 FROM UNNEST($1::text[], $2::text[], $3::int8[]) AS u (id, s, a) WHERE r.id = u.id",
+                "UPDATE counters c SET spent = c.spent + u.a
+                 FROM UNNEST($1::text[], $2::text[], $3::int8[], $4::int8[]) AS u (b, k, w, a)
+                 WHERE c.budget_id = u.b AND c.key = u.k AND c.window_start_ms = u.w",
             )
-            .bind(&ended_ids)
-            .bind(&states)
-            .bind(&actuals)
-            .bind(now)
+            .bind(b)
+            .bind(k)
+            .bind(w)
+            .bind(amounts)
             .execute(&mut *tx)
             .await?;
         }
+        if !new_rows.is_empty() {
+            let mut cols: (Vec<&str>, Vec<i64>, Vec<i64>, Vec<String>, Vec<String>) =
+                Default::default();
+            let mut meta: (Vec<&str>, Vec<&str>, Vec<Option<i64>>, Vec<Option<i64>>) =
+                Default::default();
+            for (item, at, counters) in &new_rows {
+                cols.0.push(&item.id);
+                cols.1.push(item.actual.nanos());
+                cols.2.push(*at);
+                cols.3.push(serde_json::to_string(counters).map_err(storage)?);
+                cols.4.push(tags_json(&item.call));
+                meta.0.push(&item.call.provider);
+                meta.1.push(&item.call.model);
+                meta.2.push(item.tokens.input);
+                meta.3.push(item.tokens.output);
+            }
+            let done = sqlx::query(
+                "INSERT INTO reservations (id, project_id, amount, state, actual, created_at_ms, expires_at_ms,
+                 ended_at_ms, counters, tags, provider, model, requested, input_tokens, output_tokens)
+                 SELECT u.id, $1, 0, 'usage', u.a, u.at, u.at, $2, u.c, u.t::jsonb, u.p, u.m, u.a, u.it, u.ot
+                 FROM UNNEST($3::text[], $4::int8[], $5::int8[], $6::text[], $7::text[], $8::text[], $9::text[],
+                             $10::int8[], $11::int8[]) AS u (id, a, at, c, t, p, m, it, ot)
+                 ON CONFLICT (project_id, id) DO NOTHING",
+            )
+            .bind(project)
+            .bind(now)
+            .bind(&cols.0)
+            .bind(&cols.1)
+            .bind(&cols.2)
+            .bind(&cols.3)
+            .bind(&cols.4)
+            .bind(&meta.0)
+            .bind(&meta.1)
+            .bind(&meta.2)
+            .bind(&meta.3)
+            .execute(&mut *tx)
+            .await?;
+            if done.rows_affected() != new_rows.len() as u64 {
+                return Err(Fail::Retry);
+            }
+        }
         tx.commit().await?;
-        Ok(results)
+        let mut settled = settled.into_iter();
+        plans
+            .into_iter()
+            .map(|p| match p {
+                Plan::Settle => match settled.next() {
+                    Some(Ok(s)) => Ok(UsageOutcome::Settled(s)),
+                    Some(Err(e)) => Err(Fail::Core(e)),
+                    None => Err(Fail::Core(storage("a settlement went missing"))),
+                },
+                Plan::Repeat => Ok(UsageOutcome::Recorded(false)),
+                Plan::Record => Ok(UsageOutcome::Recorded(true)),
+            })
+            .collect()
+    }
+
+    pub(super) async fn events(&self, project: &str, q: EventQuery) -> Result<Vec<Event>> {
+        let mut sql = String::from(
+            "SELECT id, state, created_at_ms, tags::text, provider, model, requested, amount, actual,
+             input_tokens, output_tokens, refused_by FROM reservations
+             WHERE project_id = $1 AND created_at_ms >= $2 AND created_at_ms < $3",
+        );
+        if q.before.is_some() {
+            sql.push_str(" AND (created_at_ms, id) < ($4, $5)");
+        }
+        sql.push_str(&kind_filter_sql(&q.kinds, q.overrun_only));
+        sql.push_str(&format!(
+            " ORDER BY created_at_ms DESC, id DESC LIMIT {}",
+            q.limit
+        ));
+        // Audited: only our own constants and integers are spliced in; values are bound.
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(project)
+            .bind(q.from_ms.unwrap_or(0))
+            .bind(q.to_ms.unwrap_or(i64::MAX));
+        if let Some((at, id)) = &q.before {
+            query = query.bind(*at).bind(id.as_str());
+        }
+        let rows = query.fetch_all(&self.pool).await.map_err(storage)?;
+        rows.iter()
+            .map(|r| {
+                let e = StoredEvent {
+                    id: r.try_get(0).map_err(storage)?,
+                    state: r.try_get(1).map_err(storage)?,
+                    at_ms: r.try_get(2).map_err(storage)?,
+                    tags: r.try_get(3).map_err(storage)?,
+                    provider: r.try_get(4).map_err(storage)?,
+                    model: r.try_get(5).map_err(storage)?,
+                    requested: r.try_get(6).map_err(storage)?,
+                    amount: r.try_get(7).map_err(storage)?,
+                    actual: r.try_get(8).map_err(storage)?,
+                    input_tokens: r.try_get(9).map_err(storage)?,
+                    output_tokens: r.try_get(10).map_err(storage)?,
+                    refused_by: r.try_get(11).map_err(storage)?,
+                };
+                e.into_event()
+            })
+            .collect()
+    }
+
+    pub(super) async fn spend(&self, project: &str, q: SpendQuery) -> Result<Vec<SpendRow>> {
+        let bucket = q.bucket_ms.map_or_else(
+            || "$2::int8".to_owned(),
+            |b| format!("(created_at_ms / {b}) * {b}"),
+        );
+        let group = match &q.group_by {
+            None => "NULL::text",
+            Some(GroupBy::Model) => "model",
+            Some(GroupBy::Provider) => "provider",
+            Some(GroupBy::Tag(_)) => "tags ->> $4",
+        };
+        let order = if q.bucket_ms.is_some() {
+            "b, s DESC, g"
+        } else {
+            "s DESC, g"
+        };
+        let sql = format!(
+            "SELECT {bucket} AS b, {group} AS g, SUM(actual)::int8 AS s, COUNT(*)::int8 FROM reservations
+             WHERE project_id = $1 AND created_at_ms >= $2 AND created_at_ms < $3 AND state IN {SPENT_STATES}
+             GROUP BY b, g ORDER BY {order} LIMIT {}",
+            q.limit
+        );
+        // Audited: only our own constants and integers are spliced in; values are bound.
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(project)
+            .bind(q.from_ms)
+            .bind(q.to_ms);
+        if let Some(GroupBy::Tag(key)) = &q.group_by {
+            query = query.bind(key.as_str());
+        }
+        let rows = query.fetch_all(&self.pool).await.map_err(storage)?;
+        rows.iter()
+            .map(|r| {
+                Ok(SpendRow {
+                    start_ms: r.try_get(0).map_err(storage)?,
+                    value: r.try_get(1).map_err(storage)?,
+                    spent: NanoUsd::from_nanos_clamped(r.try_get(2).map_err(storage)?),
+                    calls: r
+                        .try_get::<i64, _>(3)
+                        .map_err(storage)?
+                        .try_into()
+                        .unwrap_or(0),
+                })
+            })
+            .collect()
+    }
+
+    pub(super) async fn windows(
+        &self,
+        _project: &str,
+        budget_id: &str,
+        (from_ms, to_ms): (i64, i64),
+        limit: usize,
+    ) -> Result<Vec<WindowFigures>> {
+        let rows = sqlx::query(
+            "SELECT key, window_start_ms, spent, reserved, overrun FROM counters
+             WHERE budget_id = $1 AND window_start_ms >= $2 AND window_start_ms < $3
+             ORDER BY window_start_ms DESC, key LIMIT $4",
+        )
+        .bind(budget_id)
+        .bind(from_ms)
+        .bind(to_ms)
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(storage)?;
+        rows.iter()
+            .map(|r| {
+                let key: String = r.try_get(0).map_err(storage)?;
+                Ok(WindowFigures {
+                    key: (!key.is_empty()).then_some(key),
+                    window_start_ms: r.try_get(1).map_err(storage)?,
+                    spent: NanoUsd::from_nanos_clamped(r.try_get(2).map_err(storage)?),
+                    reserved: NanoUsd::from_nanos_clamped(r.try_get(3).map_err(storage)?),
+                    overrun: NanoUsd::from_nanos_clamped(r.try_get(4).map_err(storage)?),
+                })
+            })
+            .collect()
+    }
+
+    pub(super) async fn keys(&self, project: &str) -> Result<Vec<KeyRecord>> {
+        let rows = sqlx::query(
+            "SELECT id, hash, project_id, name, created_at_ms FROM api_keys
+             WHERE project_id = $1 ORDER BY created_at_ms, id",
+        )
+        .bind(project)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(storage)?;
+        rows.iter()
+            .map(|r| {
+                Ok(KeyRecord {
+                    id: r.try_get(0).map_err(storage)?,
+                    hash: r.try_get(1).map_err(storage)?,
+                    project: r.try_get(2).map_err(storage)?,
+                    name: r.try_get(3).map_err(storage)?,
+                    created_at_ms: r.try_get(4).map_err(storage)?,
+                })
+            })
+            .collect()
+    }
+
+    pub(super) async fn revoke_key(&self, id: &str) -> Result<Revoked> {
+        let mut tx = self.pool.begin().await.map_err(storage)?;
+        let project: Option<Option<String>> =
+            sqlx::query_scalar("SELECT project_id FROM api_keys WHERE id = $1 FOR UPDATE")
+                .bind(id)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(storage)?;
+        let outcome = match project {
+            None => Revoked::NotFound,
+            Some(admin) => {
+                if admin.is_none() {
+                    // Lock every admin key so two replicas cannot each revoke "another" one.
+                    let admins: Vec<String> = sqlx::query_scalar(
+                        "SELECT id FROM api_keys WHERE project_id IS NULL ORDER BY id FOR UPDATE",
+                    )
+                    .fetch_all(&mut *tx)
+                    .await
+                    .map_err(storage)?;
+                    if admins.len() <= 1 {
+                        return Ok(Revoked::LastAdmin);
+                    }
+                }
+                sqlx::query("DELETE FROM api_keys WHERE id = $1")
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(storage)?;
+                Revoked::Revoked
+            }
+        };
+        tx.commit().await.map_err(storage)?;
+        Ok(outcome)
     }
 
     pub(super) async fn extend(&self, project: &str, id: &str, ttl_ms: i64) -> Result<bool> {
@@ -570,18 +956,20 @@ impl PgStore {
         // SKIP LOCKED: a reservation being settled right now is not due work, and another
         // replica's sweeper takes the rows this one skips.
         let due = sqlx::query(
-            "SELECT id, amount, counters FROM reservations
+            "SELECT project_id, id, amount, counters FROM reservations
              WHERE state = 'active' AND expires_at_ms <= $1
-             ORDER BY id LIMIT $2 FOR UPDATE SKIP LOCKED",
+             ORDER BY project_id, id LIMIT $2 FOR UPDATE SKIP LOCKED",
         )
         .bind(now)
         .bind(SWEEP_BATCH)
         .fetch_all(&mut *tx)
         .await?;
+        let mut projects = Vec::with_capacity(due.len());
         let mut ids = Vec::with_capacity(due.len());
         let mut moves = Vec::with_capacity(due.len());
         for r in &due {
             let amount = NanoUsd::from_nanos_clamped(r.try_get("amount")?);
+            projects.push(r.try_get::<String, _>("project_id")?);
             ids.push(r.try_get::<String, _>("id")?);
             moves.push((
                 parse_counters(&r.try_get::<String, _>("counters")?)?,
@@ -595,9 +983,11 @@ impl PgStore {
         }
         if !ids.is_empty() {
             sqlx::query(
-                "UPDATE reservations SET state = 'expired', actual = amount, ended_at_ms = $2
-                 WHERE id = ANY($1)",
+                "UPDATE reservations r SET state = 'expired', actual = r.amount, ended_at_ms = $3
+                 FROM UNNEST($1::text[], $2::text[]) AS u (p, id)
+                 WHERE r.project_id = u.p AND r.id = u.id",
             )
+            .bind(&projects)
             .bind(&ids)
             .bind(now)
             .execute(&mut *tx)
@@ -605,17 +995,141 @@ impl PgStore {
         }
         // Forget reservations that ended long ago, a bounded slice per sweep.
         sqlx::query(
-            "DELETE FROM reservations WHERE id IN (
-                SELECT id FROM reservations WHERE state <> 'active' AND ended_at_ms < $1
+            "DELETE FROM reservations WHERE (project_id, id) IN (
+                SELECT project_id, id FROM reservations WHERE state <> 'active' AND ended_at_ms < $1
                 LIMIT $2 FOR UPDATE SKIP LOCKED)",
         )
-        .bind(now.saturating_sub(KEEP_ENDED_MS))
+        .bind(now.saturating_sub(self.keep_ms))
         .bind(SWEEP_BATCH)
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
         Ok(ids.len())
     }
+}
+
+/// What one reserve attempt decided.
+enum Reserved {
+    /// A new reservation.
+    New(Reservation),
+    /// The client-chosen id already names a row of the project: nothing was reserved.
+    Taken(String),
+    /// A block budget refused; nothing was reserved.
+    Refused(Error),
+}
+
+/// Settles (or releases) reservations of `project` inside `conn`'s transaction: locks the rows
+/// in id order, decides each item with the core's [`EndPlan`], then locks every counter the
+/// settlements move together with `extra` (created when missing: a usage batch's counters)
+/// in the global order, moves them and marks the rows. One result per item.
+async fn settle_in(
+    conn: &mut PgConnection,
+    project: &str,
+    items: &[SettleWith],
+    extra: &[CounterId],
+    now: i64,
+) -> std::result::Result<Vec<Result<Settlement>>, Fail> {
+    struct Held {
+        amount: NanoUsd,
+        ended: Option<(Outcome, NanoUsd)>,
+        counters: Vec<CounterId>,
+        changed: Option<(Option<i64>, Option<i64>)>,
+    }
+    let mut ids: Vec<&str> = items.iter().map(|i| i.id.as_str()).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    let rows = if ids.is_empty() {
+        Vec::new()
+    } else {
+        sqlx::query(
+            "SELECT id, amount, state, actual, counters FROM reservations
+             WHERE project_id = $1 AND id = ANY($2)
+               AND state IN ('active', 'settled', 'released', 'expired')
+             ORDER BY id FOR UPDATE",
+        )
+        .bind(project)
+        .bind(&ids)
+        .fetch_all(&mut *conn)
+        .await?
+    };
+    let mut held: HashMap<String, Held> = HashMap::with_capacity(rows.len());
+    for r in &rows {
+        let state: String = r.try_get("state")?;
+        let actual: Option<i64> = r.try_get("actual")?;
+        let ended = parse_outcome(&state)
+            .map(|o| (o, NanoUsd::from_nanos_clamped(actual.unwrap_or(0))));
+        held.insert(
+            r.try_get("id")?,
+            Held {
+                amount: NanoUsd::from_nanos_clamped(r.try_get("amount")?),
+                ended,
+                counters: parse_counters(&r.try_get::<String, _>("counters")?)?,
+                changed: None,
+            },
+        );
+    }
+    // Decide every item first (a batch may name one id twice: the second sees the first).
+    let mut results = Vec::with_capacity(items.len());
+    let mut moves: Vec<(Vec<CounterId>, SettleMath)> = Vec::new();
+    for item in items {
+        let Some(h) = held.get_mut(&item.id) else {
+            results.push(Err(Error::UnknownReservation {
+                id: item.id.clone(),
+            }));
+            continue;
+        };
+        results.push(Ok(match EndPlan::new(h.amount, h.ended, item.actual) {
+            EndPlan::Unchanged(report) => report,
+            EndPlan::Apply {
+                math,
+                outcome,
+                actual,
+            } => {
+                moves.push((h.counters.clone(), math));
+                h.ended = Some((outcome, actual));
+                h.changed = Some((item.tokens.input, item.tokens.output));
+                SettleMath::report(h.amount, actual, outcome, true)
+            }
+        }));
+    }
+    let mut touched: Vec<CounterId> = moves.iter().flat_map(|(c, _)| c.clone()).collect();
+    touched.extend_from_slice(extra);
+    lock_counters(&mut *conn, &touched, !extra.is_empty()).await?;
+    for (counters, math) in &moves {
+        apply(&mut *conn, counters, *math).await?;
+    }
+    let mut ended_ids = Vec::new();
+    let mut states = Vec::new();
+    let mut actuals = Vec::new();
+    let mut input_tokens: Vec<Option<i64>> = Vec::new();
+    let mut output_tokens: Vec<Option<i64>> = Vec::new();
+    for (id, h) in &held {
+        if let (Some((input, output)), Some((outcome, actual))) = (h.changed, h.ended) {
+            ended_ids.push(id.as_str());
+            states.push(outcome.as_str());
+            actuals.push(actual.nanos());
+            input_tokens.push(input);
+            output_tokens.push(output);
+        }
+    }
+    if !ended_ids.is_empty() {
+        sqlx::query(
+            "UPDATE reservations r SET state = u.s, actual = u.a, ended_at_ms = $4,
+                 input_tokens = COALESCE(u.it, r.input_tokens), output_tokens = COALESCE(u.ot, r.output_tokens)
+             FROM UNNEST($1::text[], $2::text[], $3::int8[], $5::int8[], $6::int8[]) AS u (id, s, a, it, ot)
+             WHERE r.project_id = $7 AND r.id = u.id",
+        )
+        .bind(&ended_ids)
+        .bind(&states)
+        .bind(&actuals)
+        .bind(now)
+        .bind(&input_tokens)
+        .bind(&output_tokens)
+        .bind(project)
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(results)
 }
 
 fn columns(counters: &[CounterId]) -> (Vec<&str>, Vec<&str>, Vec<i64>) {

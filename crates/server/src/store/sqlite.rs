@@ -15,13 +15,20 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use bursora_core::budget::{Budget, BudgetSpec};
+use bursora_core::clock::SystemClock;
+use bursora_core::ledger::history::{
+    Event, EventQuery, SettleWith, SpendQuery, SpendRow, UsageItem, UsageOutcome, WindowFigures,
+};
 use bursora_core::ledger::{
-    BudgetStatus, Ledger, Reservation, ReserveRequest, Settlement, SqliteLedger, UpsertOutcome,
+    BudgetStatus, Ledger, Reservation, ReserveRequest, Settlement, SqliteLedger, SqliteOptions,
+    UpsertOutcome,
 };
 use bursora_core::{Error, Result};
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::{KeyRecord, Principal, Project, ReserveInput, SettleItem, new_id, now_ms};
+use super::{
+    DEFAULT_RETENTION_MS, KeyRecord, Principal, Project, ReserveInput, Revoked, new_id, now_ms,
+};
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS projects (
@@ -43,6 +50,7 @@ pub struct SqliteStore {
     dir: PathBuf,
     meta: Arc<Mutex<Connection>>,
     ledgers: Mutex<HashMap<String, Arc<SqliteLedger>>>,
+    options: SqliteOptions,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -91,7 +99,18 @@ impl SqliteStore {
             dir,
             meta: Arc::new(Mutex::new(db)),
             ledgers: Mutex::new(HashMap::new()),
+            options: SqliteOptions {
+                keep_ended_ms: DEFAULT_RETENTION_MS,
+            },
         })
+    }
+
+    /// Keeps ended reservations, refusals and usage events for `ms` (default
+    /// [`DEFAULT_RETENTION_MS`]).
+    #[must_use]
+    pub fn with_retention_ms(mut self, ms: i64) -> Self {
+        self.options.keep_ended_ms = ms;
+        self
     }
 
     async fn meta<T: Send + 'static>(
@@ -124,7 +143,13 @@ impl SqliteStore {
             return Err(storage(format!("invalid project id {project:?}")));
         }
         let path = self.dir.join("projects").join(format!("{project}.db"));
-        let ledger = Arc::new(blocking(move || SqliteLedger::open(path)).await?);
+        let options = self.options;
+        let ledger = Arc::new(
+            blocking(move || {
+                SqliteLedger::open_with_options(path, Arc::new(SystemClock), options)
+            })
+            .await?,
+        );
         Ok(self
             .ledgers
             .lock()
@@ -264,6 +289,7 @@ impl SqliteStore {
                 amount: input.amount,
                 policy: input.policy,
                 ttl_ms: input.ttl_ms,
+                id: input.id.as_deref(),
             })
         })
         .await
@@ -272,11 +298,89 @@ impl SqliteStore {
     pub(super) async fn settle_batch(
         &self,
         project: &str,
-        items: Vec<SettleItem>,
+        items: Vec<SettleWith>,
     ) -> Result<Vec<Result<Settlement>>> {
-        self.with_ledger(project, move |l| {
-            let refs: Vec<(&str, _)> = items.iter().map(|(id, a)| (id.as_str(), *a)).collect();
-            l.settle_batch(&refs)
+        self.with_ledger(project, move |l| l.settle_batch_with(&items))
+            .await
+    }
+
+    pub(super) async fn usage(
+        &self,
+        project: &str,
+        items: Vec<UsageItem>,
+    ) -> Result<Vec<UsageOutcome>> {
+        self.with_ledger(project, move |l| l.usage_batch(&items))
+            .await
+    }
+
+    pub(super) async fn events(&self, project: &str, query: EventQuery) -> Result<Vec<Event>> {
+        self.with_ledger(project, move |l| l.events(&query)).await
+    }
+
+    pub(super) async fn spend(&self, project: &str, query: SpendQuery) -> Result<Vec<SpendRow>> {
+        self.with_ledger(project, move |l| l.spend(&query)).await
+    }
+
+    pub(super) async fn windows(
+        &self,
+        project: &str,
+        budget_id: &str,
+        (from_ms, to_ms): (i64, i64),
+        limit: usize,
+    ) -> Result<Vec<WindowFigures>> {
+        let budget_id = budget_id.to_owned();
+        self.with_ledger(project, move |l| l.windows(&budget_id, from_ms, to_ms, limit))
+            .await
+    }
+
+    pub(super) async fn keys(&self, project: &str) -> Result<Vec<KeyRecord>> {
+        let project = project.to_owned();
+        self.meta(move |db| {
+            db.prepare(
+                "SELECT id, hash, project_id, name, created_at_ms FROM api_keys
+                 WHERE project_id = ?1 ORDER BY created_at_ms, id",
+            )?
+            .query_map([project], |r| {
+                Ok(KeyRecord {
+                    id: r.get(0)?,
+                    hash: r.get(1)?,
+                    project: r.get(2)?,
+                    name: r.get(3)?,
+                    created_at_ms: r.get(4)?,
+                })
+            })?
+            .collect()
+        })
+        .await
+    }
+
+    pub(super) async fn revoke_key(&self, id: &str) -> Result<Revoked> {
+        let id = id.to_owned();
+        self.meta(move |db| {
+            let tx = rusqlite::Transaction::new_unchecked(db, rusqlite::TransactionBehavior::Immediate)?;
+            let project: Option<Option<String>> = tx
+                .query_row("SELECT project_id FROM api_keys WHERE id = ?1", [&id], |r| {
+                    r.get(0)
+                })
+                .optional()?;
+            let outcome = match project {
+                None => Revoked::NotFound,
+                Some(None)
+                    if tx.query_row(
+                        "SELECT COUNT(*) FROM api_keys WHERE project_id IS NULL",
+                        [],
+                        |r| r.get::<_, i64>(0),
+                    )? <= 1 =>
+                {
+                    Revoked::LastAdmin
+                }
+                Some(_) => {
+                    tx.execute("DELETE FROM api_keys WHERE id = ?1", [&id])?;
+                    Revoked::Revoked
+                }
+            };
+            tx.commit()?;
+            Ok(outcome)
         })
         .await
     }
