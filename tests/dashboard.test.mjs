@@ -134,6 +134,8 @@ describe('dashboard in headless Chromium', { skip, timeout: 240_000 }, () => {
   test('sign in with the admin key and see the demo spend', async () => {
     await page.goto(`${srv.base}/`);
     assert.equal(new URL(page.url()).pathname, '/dashboard/');
+    await page.getByLabel('API key').waitFor();
+    await shot(page, 'signin');
     await page.getByLabel('API key').fill('bsa_not_a_key_of_this_server_000000000000');
     await page.getByRole('button', { name: 'Sign in' }).click();
     await page.getByText('This server does not know that key').waitFor();
@@ -181,6 +183,11 @@ describe('dashboard in headless Chromium', { skip, timeout: 240_000 }, () => {
       { limit_nanos: 50_000_000, window: 'day', mode: 'block', match: { tenant_id: 'acme' } },
     );
     await shot(page, 'budgets');
+    await perTenant.getByRole('button', { name: 'Past windows of per-tenant' }).click();
+    const history = page.getByRole('dialog', { name: 'per-tenant: past windows' });
+    await history.locator('table').waitFor();
+    await shot(page, 'budget-history');
+    await history.getByRole('button', { name: 'Close' }).click();
 
     // Edit: raise to $0.06, then back to a tiny cap for the next test.
     await card.getByRole('button', { name: 'Edit acme-cap' }).click();

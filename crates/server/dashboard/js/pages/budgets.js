@@ -101,13 +101,15 @@ async function showHistory(api, b) {
   const spans = { minute: DAY_MS / 24, hour: 2 * DAY_MS, day: 30 * DAY_MS, week: 26 * 7 * DAY_MS, month: 365 * DAY_MS, total: 365 * DAY_MS };
   let content;
   try {
-    const r = await api.get(`/v1/budgets/${encodeURIComponent(b.id)}/windows`, { from: now - spans[b.window], to: now });
+    const r = await api.get(`/v1/budgets/${encodeURIComponent(b.id)}/windows`, { from: now - spans[b.window], to: now, limit: 10000 });
     const rows = r.windows ?? r.counters ?? [];
     const byStart = new Map();
     for (const w of rows) {
       const start = w.window_start_ms ?? w.start_ms;
-      const p = byStart.get(start) ?? { start_ms: start, total_nanos: 0, keys: 0 };
+      const p = byStart.get(start) ?? { start_ms: start, total_nanos: 0, max_nanos: 0, keys: 0 };
       p.total_nanos += w.spent_nanos ?? 0;
+      // Each template counter has the whole limit: the fullest one is what neared it.
+      p.max_nanos = Math.max(p.max_nanos, w.spent_nanos ?? 0);
       p.keys += 1;
       byStart.set(start, p);
     }
@@ -122,14 +124,14 @@ async function showHistory(api, b) {
               "table",
               { class: "data" },
               h("caption", { class: "sr-only" }, `Windows of ${b.name}`),
-              h("thead", null, h("tr", null, h("th", { scope: "col" }, "Window start (UTC)"), h("th", { scope: "col", class: "num" }, "Spent"), h("th", { scope: "col", class: "num" }, "Of the limit"), h("th", { scope: "col", class: "num" }, "Counters"))),
+              h("thead", null, h("tr", null, h("th", { scope: "col" }, "Window start (UTC)"), h("th", { scope: "col", class: "num" }, "Spent"), h("th", { scope: "col", class: "num" }, "Fullest counter, of the limit"), h("th", { scope: "col", class: "num" }, "Counters"))),
               h(
                 "tbody",
                 null,
                 points
                   .slice()
                   .reverse()
-                  .map((p) => h("tr", null, h("td", null, dateTime(p.start_ms)), h("td", { class: "num" }, usd(p.total_nanos)), h("td", { class: "num" }, share(p.total_nanos, b.limit_nanos)), h("td", { class: "num" }, count(p.keys)))),
+                  .map((p) => h("tr", null, h("td", null, dateTime(p.start_ms)), h("td", { class: "num" }, usd(p.total_nanos)), h("td", { class: "num" }, share(p.max_nanos, b.limit_nanos)), h("td", { class: "num" }, count(p.keys)))),
               ),
             ),
           ),
