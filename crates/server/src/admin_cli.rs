@@ -23,18 +23,30 @@ pub struct Conn {
     #[arg(
         long,
         global = true,
+        help_heading = "Global options",
         env = "BURSORA_ENDPOINT",
         default_value = "http://127.0.0.1:8787"
     )]
     endpoint: String,
     /// An admin key (read-only commands also take a project key).
-    #[arg(long, global = true, env = "BURSORA_ADMIN_KEY", hide_env_values = true)]
+    #[arg(
+        long,
+        global = true,
+        help_heading = "Global options",
+        env = "BURSORA_ADMIN_KEY",
+        hide_env_values = true
+    )]
     admin_key: Option<String>,
     /// The project to act in (see `bursora-server projects list`).
-    #[arg(long, global = true, env = "BURSORA_PROJECT")]
+    #[arg(
+        long,
+        global = true,
+        help_heading = "Global options",
+        env = "BURSORA_PROJECT"
+    )]
     project: Option<String>,
     /// Print the API's JSON answer instead of a table.
-    #[arg(long, global = true)]
+    #[arg(long, global = true, help_heading = "Global options")]
     json: bool,
 }
 
