@@ -5,6 +5,7 @@
 //
 //   cargo build -p bursora-server && node bench/dashboard.mjs
 //   TENANTS=1000 CALLS=200000 RUNS=7 node bench/dashboard.mjs
+//   BURSORA_SERVER_BIN=target/release/bursora-server node bench/dashboard.mjs
 //
 // "Rendered" is the page's own `bursora:ready` mark, set once every figure, chart and table of
 // the page is in the DOM; measured from navigation start. Prints a Markdown table with the
@@ -12,7 +13,7 @@
 
 import os from 'node:os';
 import { randomInt } from 'node:crypto';
-import { launchChromium, startServer } from '../tests/support/bursora-server.mjs';
+import { BIN, launchChromium, startServer } from '../tests/support/bursora-server.mjs';
 
 const TENANTS = Number(process.env.TENANTS ?? 1000);
 const CALLS = Number(process.env.CALLS ?? 200_000);
@@ -76,9 +77,8 @@ try {
   const q = (path) => `${path}${path.includes('?') ? '&' : '?'}project=${project}`;
   const today = Math.floor(now / DAY) * DAY;
   const apiCalls = {
-    'series by day, 30 days': `/v1/spend/series?bucket=day&from=${today - 29 * DAY}&to=${now}`,
     'series by hour, 24 hours': `/v1/spend/series?bucket=hour&from=${now - DAY}&to=${now}`,
-    'breakdown by model': `/v1/spend/breakdown?group_by=model&from=${today - 29 * DAY}&to=${now}&limit=5`,
+    'series by day and model, 30 days': `/v1/spend/series?bucket=day&group_by=model&from=${today - 29 * DAY}&to=${now}`,
     'breakdown by tag:tenant_id': `/v1/spend/breakdown?group_by=tag:tenant_id&from=${today - 29 * DAY}&to=${now}&limit=5`,
     'events, newest 100': `/v1/events?limit=100`,
     'spend counters': `/v1/spend`,
@@ -119,7 +119,7 @@ try {
   const chrome = await page.evaluate(() => /Chrome\/([\d.]+)/.exec(navigator.userAgent)?.[1] ?? '?');
 
   console.log(
-    `bursora-server (debug build, SQLite) with ${TENANTS} tenants and ${CALLS} calls over 30 days ` +
+    `${BIN} (SQLite) with ${TENANTS} tenants and ${CALLS} calls over 30 days ` +
       `(seeded through POST /v1/usage in ${(seedMs / 1000).toFixed(1)} s); Chromium ${chrome}; ` +
       `${os.cpus().length} cores; month to date shown: ${firstMtd}.`,
   );

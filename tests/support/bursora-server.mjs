@@ -11,7 +11,8 @@ import { fileURLToPath } from 'node:url';
 
 export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 export const CHROMIUM = '/usr/bin/chromium';
-export const BIN = path.join(ROOT, 'target', 'debug', 'bursora-server');
+// BURSORA_SERVER_BIN picks another build (bench/dashboard.mjs against a release build).
+export const BIN = process.env.BURSORA_SERVER_BIN || path.join(ROOT, 'target', 'debug', 'bursora-server');
 export const CHROMIUM_ARGS = [
   '--headless',
   '--no-sandbox',
