@@ -11,6 +11,7 @@
 // the page is in the DOM; measured from navigation start. Prints a Markdown table with the
 // load average (the machine is shared: read the figure next to it).
 
+import fs from 'node:fs';
 import os from 'node:os';
 import { randomInt } from 'node:crypto';
 import { BIN, launchChromium, startServer } from '../tests/support/bursora-server.mjs';
@@ -23,6 +24,13 @@ const PARALLEL = 2;
 const DAY = 86_400_000;
 const MODELS = ['gpt-4o-mini', 'gpt-4o', 'gpt-4.1', 'o3-mini', 'gpt-4.1-nano'];
 
+// CPU seconds the server process has used (user + system), from /proc: unlike wall time, this
+// barely depends on how busy the shared machine is.
+const TICK = 100; // USER_HZ, 100 on Linux
+const cpuSeconds = (pid) => {
+  const fields = fs.readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ');
+  return (Number(fields[11]) + Number(fields[12])) / TICK;
+};
 const load = () => os.loadavg().map((l) => l.toFixed(2)).join(' ');
 const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 const ms = (x) => `${Math.round(x)} ms`;
@@ -103,6 +111,7 @@ try {
   const firstMtd = await page.locator('.kpi-value').first().textContent();
 
   const loadBefore = load();
+  const cpuBefore = cpuSeconds(srv.pid);
   const times = [];
   const drawing = [];
   for (let i = 0; i < RUNS; i += 1) {
@@ -115,6 +124,7 @@ try {
     drawing.push(ready - data);
   }
   const loadAfter = load();
+  const serverCpuMs = ((cpuSeconds(srv.pid) - cpuBefore) * 1000) / RUNS;
   const nodes = await page.evaluate(() => document.querySelectorAll('*').length);
   const chrome = await page.evaluate(() => /Chrome\/([\d.]+)/.exec(navigator.userAgent)?.[1] ?? '?');
 
@@ -131,6 +141,9 @@ try {
   );
   console.log(
     `| of which drawing (last answer → ready) | ${ms(median(drawing))} | ${ms(Math.min(...drawing))} | ${ms(Math.max(...drawing))} | ${RUNS} | |`,
+  );
+  console.log(
+    `| server CPU per overview load (user + system, /proc) | ${ms(serverCpuMs)} | | | ${RUNS} | |`,
   );
   console.log('');
   console.log('| API call the overview makes (alone, median of 5) | time |');

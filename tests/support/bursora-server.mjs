@@ -77,6 +77,7 @@ export async function startServer({ extraArgs = [] } = {}) {
     base,
     admin,
     api,
+    pid: child.pid,
     stderr: () => stderr,
     async stop() {
       child.kill('SIGTERM');
