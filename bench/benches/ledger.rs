@@ -54,6 +54,7 @@ fn reserve_settle(ledger: &dyn Ledger, call: &CallTags) {
             amount,
             policy: Policy::Block,
             ttl_ms: None,
+            id: None,
         })
         .unwrap();
     ledger
@@ -77,6 +78,7 @@ fn run_batched(name: &str, ledger: &dyn Ledger, tenants: usize, iters: u64, batc
                 amount,
                 policy: Policy::Block,
                 ttl_ms: None,
+                id: None,
             })
             .unwrap();
         pending.push(r.id);

@@ -14,8 +14,13 @@
 //! | `POST /v1/extend` | project | renew a live reservation's TTL (`active: false` once it ended) |
 //! | `GET /v1/budgets`, `GET /v1/budgets/{id}` | project, admin | read budgets |
 //! | `POST /v1/budgets`, `PUT/DELETE /v1/budgets/{id}` | admin | upsert by name, update, delete |
+//! | `GET /v1/budgets/{id}/windows` | project, admin | a budget's counters in past windows |
 //! | `GET /v1/spend` | project, admin | every counter in its current window |
-//! | `GET/POST /v1/projects`, `POST /v1/projects/{id}/keys` | admin | projects, project keys |
+//! | `GET /v1/spend/breakdown`, `GET /v1/spend/series` | project, admin | spend over a range by group / bucket |
+//! | `POST /v1/usage` | project | deliver usage exactly once per id (settles or records) |
+//! | `GET /v1/events` | project, admin | the call history, newest first, cursor paging |
+//! | `GET/POST /v1/projects`, `GET/POST /v1/projects/{id}/keys` | admin | projects, project keys |
+//! | `DELETE /v1/keys/{id}` | admin | revoke a key |
 //!
 //! A project key acts in its own project. An admin key names the project with `?project=<id>`.
 //! Anything outside the caller's project answers 404, exactly like something that does not exist.
@@ -270,7 +275,10 @@ fn call_of(
     if tags.len() > MAX_TAGS {
         return Err(AppError::bad_request(
             "invalid_input",
-            format!("{} tags given; a call carries at most {MAX_TAGS}", tags.len()),
+            format!(
+                "{} tags given; a call carries at most {MAX_TAGS}",
+                tags.len()
+            ),
         ));
     }
     validate_tag_value("provider", provider)?;

@@ -77,7 +77,7 @@ pub struct ErrorDetail {
     /// Stable and machine-readable: `unauthorized`, `forbidden`, `not_found`,
     /// `method_not_allowed`, `malformed_json`, `invalid_request`, `invalid_input`,
     /// `invalid_query`, `invalid_path`, `missing_project`, `payload_too_large`,
-    /// `unsupported_media_type`, `budget_exceeded`, `unavailable`.
+    /// `unsupported_media_type`, `budget_exceeded`, `last_admin_key`, `unavailable`.
     pub code: String,
     /// What is wrong and how to fix it.
     pub message: String,

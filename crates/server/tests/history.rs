@@ -170,9 +170,15 @@ async fn replayed_reserve(s: &Server) {
     settle(s, &key, &id, Some(500)).await;
     let (st, again) = reserve(s, &key, &call(Some(&id), 600, "gpt-4o-mini", None)).await;
     assert_eq!(st, StatusCode::OK);
-    assert_eq!((&again["replayed"], &again["status"]), (&json!(true), &json!("settled")));
+    assert_eq!(
+        (&again["replayed"], &again["status"]),
+        (&json!(true), &json!("settled"))
+    );
     let spend = spend_of(s, &key, "daily", None).await;
-    assert_eq!((&spend["spent_nanos"], &spend["reserved_nanos"]), (&json!(500), &json!(0)));
+    assert_eq!(
+        (&spend["spent_nanos"], &spend["reserved_nanos"]),
+        (&json!(500), &json!(0))
+    );
 
     // A refusal leaves no reservation: repeating it decides anew.
     let other = uid("call");
@@ -270,7 +276,10 @@ async fn usage_is_delivered_exactly_once(s: &Server) {
     }
     // A settle of the reservation after its usage is a duplicate too.
     let r = settle(s, &key, &reserved, Some(999)).await;
-    assert_eq!((&r["applied"], &r["actual_nanos"]), (&json!(false), &json!(700)));
+    assert_eq!(
+        (&r["applied"], &r["actual_nanos"]),
+        (&json!(false), &json!(700))
+    );
 
     // Today: 700 + 300 + 2 (the future time counted as now); yesterday's 40 in its own window
     // (unless "now" is so close to midnight that the windows differ: checked by window start).
@@ -310,12 +319,22 @@ async fn usage_is_delivered_exactly_once(s: &Server) {
     assert_eq!(events.len(), 4);
     let r = event(&events, &reserved);
     assert_eq!(
-        (&r["kind"], &r["actual_nanos"], &r["input_tokens"], &r["output_tokens"]),
+        (
+            &r["kind"],
+            &r["actual_nanos"],
+            &r["input_tokens"],
+            &r["output_tokens"]
+        ),
         (&json!("settled"), &json!(700), &json!(10), &json!(20))
     );
     let u = event(&events, &fresh);
     assert_eq!(
-        (&u["kind"], &u["actual_nanos"], &u["reserved_nanos"], &u["overrun_nanos"]),
+        (
+            &u["kind"],
+            &u["actual_nanos"],
+            &u["reserved_nanos"],
+            &u["overrun_nanos"]
+        ),
         (&json!("usage"), &json!(300), &json!(0), &json!(0))
     );
     assert_eq!(u["tags"], json!({"tenant_id": "acme"}));
@@ -340,7 +359,14 @@ async fn refusals_are_listed(s: &Server) {
     .await;
     let (st, _) = reserve(s, &key, &call(None, 80, "gpt-4o", Some("acme"))).await;
     assert_eq!(st, StatusCode::OK);
-    let (st, v) = reserve(s, &key, &call(Some(&uid("blocked")), 50, "gpt-4o", Some("acme"))).await;
+    // A later millisecond, so "newest first" has one answer (ties are broken by id).
+    tokio::time::sleep(std::time::Duration::from_millis(3)).await;
+    let (st, v) = reserve(
+        s,
+        &key,
+        &call(Some(&uid("blocked")), 50, "gpt-4o", Some("acme")),
+    )
+    .await;
     assert_eq!(st, StatusCode::CONFLICT, "{v}");
     let (st, v) = send(&s.app, "GET", "/v1/events?kind=refused", Some(&key), None).await;
     assert_eq!(st, StatusCode::OK, "{v}");
@@ -424,7 +450,12 @@ async fn paging_covers_every_event_once(s: &Server) {
         assert_eq!(listed, ids, "limit {limit}");
         // Newest first: (at_ms, id) never increases.
         for w in events.windows(2) {
-            let key = |e: &Value| (e["at_ms"].as_i64().unwrap(), e["id"].as_str().unwrap().to_owned());
+            let key = |e: &Value| {
+                (
+                    e["at_ms"].as_i64().unwrap(),
+                    e["id"].as_str().unwrap().to_owned(),
+                )
+            };
             assert!(key(&w[0]) > key(&w[1]), "{} then {}", w[0], w[1]);
         }
     }
@@ -590,7 +621,10 @@ async fn spend_queries_equal_the_settled_truth(s: &Server) {
             let (st, v) = send(&s.app, "GET", &uri, Some(&key), None).await;
             assert_eq!(st, StatusCode::OK, "{uri}: {v}");
             let points = v["points"].as_array().unwrap();
-            let sum: i64 = points.iter().map(|p| p["spent_nanos"].as_i64().unwrap()).sum();
+            let sum: i64 = points
+                .iter()
+                .map(|p| p["spent_nanos"].as_i64().unwrap())
+                .sum();
             let calls: u64 = points.iter().map(|p| p["calls"].as_u64().unwrap()).sum();
             assert_eq!((sum, calls), (total, calls_total), "{uri}: {v}");
             let size = match bucket {
@@ -638,7 +672,12 @@ async fn projects_never_see_each_others_history(s: &Server) {
     )
     .await;
     let rid = uid("b-res");
-    let (st, _) = reserve(s, &key_b, &call(Some(&rid), 1_000, "gpt-4o", Some("secret"))).await;
+    let (st, _) = reserve(
+        s,
+        &key_b,
+        &call(Some(&rid), 1_000, "gpt-4o", Some("secret")),
+    )
+    .await;
     assert_eq!(st, StatusCode::OK);
     let uid_b = uid("b-use");
     usage(
@@ -667,7 +706,11 @@ async fn projects_never_see_each_others_history(s: &Server) {
         format!("/v1/budgets/{}/windows", bud_b["id"].as_str().unwrap()),
     ] {
         let (st, v) = send(&s.app, "GET", &uri, Some(&key_a), None).await;
-        assert_eq!((st, code(&v)), (StatusCode::NOT_FOUND, "not_found"), "{uri}");
+        assert_eq!(
+            (st, code(&v)),
+            (StatusCode::NOT_FOUND, "not_found"),
+            "{uri}"
+        );
     }
     // A's usage naming B's ids settles nothing of B's: it is A's own usage.
     let r = usage(
@@ -680,7 +723,9 @@ async fn projects_never_see_each_others_history(s: &Server) {
     )
     .await;
     assert_eq!(
-        r.iter().map(|(_, a, k)| (*a, k.as_str())).collect::<Vec<_>>(),
+        r.iter()
+            .map(|(_, a, k)| (*a, k.as_str()))
+            .collect::<Vec<_>>(),
         [(true, "recorded"), (true, "recorded")]
     );
     // B's books are untouched.
@@ -756,14 +801,14 @@ async fn bad_history_input_is_4xx_json(s: &Server) {
         let (st, v) = send(&s.app, "GET", uri, Some(&key), None).await;
         assert_eq!(st, StatusCode::OK, "{uri}: {v}");
     }
-    let item =
-        |patch: Value| -> Value {
-            let mut v = json!({"id": "usage-0001", "provider": "openai", "model": "m", "actual_nanos": 1});
-            for (k, val) in patch.as_object().unwrap() {
-                v[k] = val.clone();
-            }
-            v
-        };
+    let item = |patch: Value| -> Value {
+        let mut v =
+            json!({"id": "usage-0001", "provider": "openai", "model": "m", "actual_nanos": 1});
+        for (k, val) in patch.as_object().unwrap() {
+            v[k] = val.clone();
+        }
+        v
+    };
     let many_tags: serde_json::Map<String, Value> =
         (0..33).map(|i| (format!("k{i}"), json!("v"))).collect();
     let bodies = [
@@ -838,22 +883,50 @@ async fn keys_are_listed_and_revoked(s: &Server) {
     assert_eq!(keys[1]["name"], "ci");
 
     // A project key may not list or revoke.
-    let (st, _) = send(&s.app, "GET", &format!("/v1/projects/{p}/keys"), Some(&key1), None).await;
+    let (st, _) = send(
+        &s.app,
+        "GET",
+        &format!("/v1/projects/{p}/keys"),
+        Some(&key1),
+        None,
+    )
+    .await;
     assert_eq!(st, StatusCode::FORBIDDEN);
     let kid = k2["id"].as_str().unwrap();
-    let (st, _) = send(&s.app, "DELETE", &format!("/v1/keys/{kid}"), Some(&key1), None).await;
+    let (st, _) = send(
+        &s.app,
+        "DELETE",
+        &format!("/v1/keys/{kid}"),
+        Some(&key1),
+        None,
+    )
+    .await;
     assert_eq!(st, StatusCode::FORBIDDEN);
 
     // Revoked: 401 at once; the other key still works; a second revoke is 404.
     let (st, _) = send(&s.app, "GET", "/v1/budgets", Some(key2), None).await;
     assert_eq!(st, StatusCode::OK);
-    let (st, v) = send(&s.app, "DELETE", &format!("/v1/keys/{kid}"), Some(&s.admin), None).await;
+    let (st, v) = send(
+        &s.app,
+        "DELETE",
+        &format!("/v1/keys/{kid}"),
+        Some(&s.admin),
+        None,
+    )
+    .await;
     assert_eq!(st, StatusCode::NO_CONTENT, "{v}");
     let (st, v) = send(&s.app, "GET", "/v1/budgets", Some(key2), None).await;
     assert_eq!((st, code(&v)), (StatusCode::UNAUTHORIZED, "unauthorized"));
     let (st, _) = send(&s.app, "GET", "/v1/budgets", Some(&key1), None).await;
     assert_eq!(st, StatusCode::OK);
-    let (st, v) = send(&s.app, "DELETE", &format!("/v1/keys/{kid}"), Some(&s.admin), None).await;
+    let (st, v) = send(
+        &s.app,
+        "DELETE",
+        &format!("/v1/keys/{kid}"),
+        Some(&s.admin),
+        None,
+    )
+    .await;
     assert_eq!((st, code(&v)), (StatusCode::NOT_FOUND, "not_found"));
     let (st, v) = send(
         &s.app,
@@ -891,11 +964,25 @@ async fn the_last_admin_key_stays() {
     store.add_key(&second_record).await.unwrap();
     let app = router(AppState::new(store));
     let revoke = |id: &str| format!("/v1/keys/{id}");
-    let (st, _) = send(&app, "DELETE", &revoke(&second_record.id), Some(&first), None).await;
+    let (st, _) = send(
+        &app,
+        "DELETE",
+        &revoke(&second_record.id),
+        Some(&first),
+        None,
+    )
+    .await;
     assert_eq!(st, StatusCode::NO_CONTENT);
     let (st, _) = send(&app, "GET", "/v1/projects", Some(&second), None).await;
     assert_eq!(st, StatusCode::UNAUTHORIZED);
-    let (st, v) = send(&app, "DELETE", &revoke(&first_record.id), Some(&first), None).await;
+    let (st, v) = send(
+        &app,
+        "DELETE",
+        &revoke(&first_record.id),
+        Some(&first),
+        None,
+    )
+    .await;
     assert_eq!((st, code(&v)), (StatusCode::CONFLICT, "last_admin_key"));
     let (st, _) = send(&app, "GET", "/v1/projects", Some(&first), None).await;
     assert_eq!(st, StatusCode::OK);

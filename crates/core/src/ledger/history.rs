@@ -355,10 +355,7 @@ impl StoredEvent {
     /// [`Error::Storage`] for a state no Bursora writes.
     pub fn into_event(self) -> Result<Event> {
         let kind = EventKind::parse(&self.state).map_err(|_| Error::Storage {
-            message: format!(
-                "event {:?} has an unknown state {:?}",
-                self.id, self.state
-            ),
+            message: format!("event {:?} has an unknown state {:?}", self.id, self.state),
         })?;
         let actual = match kind {
             EventKind::Active | EventKind::Refused => None,

@@ -105,12 +105,16 @@ pub struct SqliteOptions {
     /// default is 7 days (long enough to recognise a late duplicate settle); the server keeps
     /// history for its dashboard much longer.
     pub keep_ended_ms: i64,
+    /// Whether a refused reserve leaves a `refused` event (the server's dashboard lists blocked
+    /// calls). Off by default: embedded, a refusal stays a read that writes nothing.
+    pub record_refusals: bool,
 }
 
 impl Default for SqliteOptions {
     fn default() -> Self {
         Self {
             keep_ended_ms: KEEP_ENDED_MS,
+            record_refusals: false,
         }
     }
 }
@@ -518,8 +522,7 @@ fn sweep(tx: &Transaction<'_>, now: i64, prune: Option<i64>, path: &Path) -> Res
             SettleMath::settle(amount, amount),
         )
         .map_err(fail)?;
-        end_reservation(tx, id, Outcome::Expired, amount, now, Tokens::default())
-            .map_err(fail)?;
+        end_reservation(tx, id, Outcome::Expired, amount, now, Tokens::default()).map_err(fail)?;
     }
     if let Some(keep_ms) = prune {
         // Through the creation-time index: a row ends at most a TTL after it was created, and
@@ -548,7 +551,10 @@ fn replay(tx: &Transaction<'_>, id: &str, path: &Path) -> Result<Option<Reservat
         return Ok(None);
     };
     let kind = EventKind::parse(&state).map_err(|_| Error::Storage {
-        message: format!("{}: reservation {id:?} has an unknown state {state:?}", path.display()),
+        message: format!(
+            "{}: reservation {id:?} has an unknown state {state:?}",
+            path.display()
+        ),
     })?;
     if !kind.is_reservation() {
         return Err(Error::invalid(format!(
@@ -684,7 +690,7 @@ impl Ledger for SqliteLedger {
                 Decision::Reserve { amount, capped } => (amount, capped),
                 Decision::Refuse { counter } => {
                     let refusal = exceeded(budgets, &plan, &states, counter, req.amount);
-                    if let Error::BudgetExceeded(x) = &refusal {
+                    if let (true, Error::BudgetExceeded(x)) = (self.options.record_refusals, &refusal) {
                         let by = RefusedBy { id: x.id.to_string(), name: x.name.clone(), key: x.key.clone() };
                         let by = serde_json::to_string(&by).map_err(|e| Error::Storage { message: e.to_string() })?;
                         tx.prepare_cached(
@@ -744,10 +750,12 @@ impl Ledger for SqliteLedger {
         self.write(|tx, _| {
             items
                 .iter()
-                .map(|(id, actual)| match self.end_in(tx, id, *actual, now, Tokens::default()) {
-                    Err(e @ Error::Storage { .. }) => Err(e),
-                    other => Ok(other),
-                })
+                .map(
+                    |(id, actual)| match self.end_in(tx, id, *actual, now, Tokens::default()) {
+                        Err(e @ Error::Storage { .. }) => Err(e),
+                        other => Ok(other),
+                    },
+                )
                 .collect()
         })
     }

@@ -275,7 +275,7 @@ fn encode_cursor(at_ms: i64, id: &str) -> String {
 
 fn decode_cursor(cursor: &str) -> Result<(i64, String), AppError> {
     let bad = || bad_query("invalid cursor: pass next_cursor from the previous page unchanged");
-    if cursor.len() % 2 != 0 || cursor.len() > 400 {
+    if !cursor.len().is_multiple_of(2) || cursor.len() > 400 {
         return Err(bad());
     }
     let bytes = (0..cursor.len())
@@ -298,14 +298,7 @@ pub(super) async fn events(
     caller: Caller,
     Query(p): Query<EventsParams>,
 ) -> Result<Json<EventPage>, AppError> {
-    let project = scope(
-        &state,
-        &caller,
-        ProjectParam {
-            project: p.project,
-        },
-    )
-    .await?;
+    let project = scope(&state, &caller, ProjectParam { project: p.project }).await?;
     let limit = p.limit.unwrap_or(100);
     if !(1..=MAX_EVENTS_PAGE).contains(&limit) {
         return Err(bad_query(format!("limit is 1 to {MAX_EVENTS_PAGE}")));
@@ -399,14 +392,7 @@ pub(super) async fn breakdown(
     caller: Caller,
     Query(p): Query<BreakdownParams>,
 ) -> Result<Json<Breakdown>, AppError> {
-    let project = scope(
-        &state,
-        &caller,
-        ProjectParam {
-            project: p.project,
-        },
-    )
-    .await?;
+    let project = scope(&state, &caller, ProjectParam { project: p.project }).await?;
     let group = group_by(&p.group_by)?;
     let (from_ms, to_ms) = range(p.from, p.to)?;
     let limit = p.limit.unwrap_or(100);
@@ -493,14 +479,7 @@ pub(super) async fn series(
     caller: Caller,
     Query(p): Query<SeriesParams>,
 ) -> Result<Json<Series>, AppError> {
-    let project = scope(
-        &state,
-        &caller,
-        ProjectParam {
-            project: p.project,
-        },
-    )
-    .await?;
+    let project = scope(&state, &caller, ProjectParam { project: p.project }).await?;
     let bucket_ms: i64 = match p.bucket.as_str() {
         "minute" => 60_000,
         "hour" => 3_600_000,
@@ -610,14 +589,7 @@ pub(super) async fn budget_windows(
     Path(id): Path<String>,
     Query(p): Query<WindowsParams>,
 ) -> Result<Json<WindowList>, AppError> {
-    let project = scope(
-        &state,
-        &caller,
-        ProjectParam {
-            project: p.project,
-        },
-    )
-    .await?;
+    let project = scope(&state, &caller, ProjectParam { project: p.project }).await?;
     let budget = find_budget(&state, &project, &id).await?;
     let (from_ms, to_ms) = range(p.from, p.to)?;
     let limit = p.limit.unwrap_or(1000);
@@ -728,7 +700,9 @@ pub(super) async fn revoke_key(
         Revoked::LastAdmin => Err(AppError::Client {
             status: StatusCode::CONFLICT,
             code: "last_admin_key",
-            message: "this is the only admin key: add another admin key (--admin-key) before revoking it".into(),
+            message:
+                "this is the only admin key: add another admin key (--admin-key) before revoking it"
+                    .into(),
         }),
     }
 }

@@ -332,7 +332,9 @@ impl PgStore {
             // The id is taken (or the call was refused): what it names decides the answer.
             Reserved::Taken(id) => match self.replay(project, &id).await? {
                 Some(r) => Ok(r),
-                None => Err(storage(format!("reservation {id:?} vanished while replayed"))),
+                None => Err(storage(format!(
+                    "reservation {id:?} vanished while replayed"
+                ))),
             },
             Reserved::Refused(e) => {
                 if let Some(id) = &input.id
@@ -632,20 +634,31 @@ impl PgStore {
             .await?;
         }
         if !new_rows.is_empty() {
-            let mut cols: (Vec<&str>, Vec<i64>, Vec<i64>, Vec<String>, Vec<String>) =
-                Default::default();
-            let mut meta: (Vec<&str>, Vec<&str>, Vec<Option<i64>>, Vec<Option<i64>>) =
-                Default::default();
+            /// The new usage rows, column by column, for one `UNNEST` insert.
+            #[derive(Default)]
+            struct Columns<'a> {
+                id: Vec<&'a str>,
+                actual: Vec<i64>,
+                at: Vec<i64>,
+                counters: Vec<String>,
+                tags: Vec<String>,
+                provider: Vec<&'a str>,
+                model: Vec<&'a str>,
+                input: Vec<Option<i64>>,
+                output: Vec<Option<i64>>,
+            }
+            let mut cols = Columns::default();
             for (item, at, counters) in &new_rows {
-                cols.0.push(&item.id);
-                cols.1.push(item.actual.nanos());
-                cols.2.push(*at);
-                cols.3.push(serde_json::to_string(counters).map_err(storage)?);
-                cols.4.push(tags_json(&item.call));
-                meta.0.push(&item.call.provider);
-                meta.1.push(&item.call.model);
-                meta.2.push(item.tokens.input);
-                meta.3.push(item.tokens.output);
+                cols.id.push(&item.id);
+                cols.actual.push(item.actual.nanos());
+                cols.at.push(*at);
+                cols.counters
+                    .push(serde_json::to_string(counters).map_err(storage)?);
+                cols.tags.push(tags_json(&item.call));
+                cols.provider.push(&item.call.provider);
+                cols.model.push(&item.call.model);
+                cols.input.push(item.tokens.input);
+                cols.output.push(item.tokens.output);
             }
             let done = sqlx::query(
                 "INSERT INTO reservations (id, project_id, amount, state, actual, created_at_ms, expires_at_ms,
@@ -657,15 +670,15 @@ impl PgStore {
             )
             .bind(project)
             .bind(now)
-            .bind(&cols.0)
-            .bind(&cols.1)
-            .bind(&cols.2)
-            .bind(&cols.3)
-            .bind(&cols.4)
-            .bind(&meta.0)
-            .bind(&meta.1)
-            .bind(&meta.2)
-            .bind(&meta.3)
+            .bind(&cols.id)
+            .bind(&cols.actual)
+            .bind(&cols.at)
+            .bind(&cols.counters)
+            .bind(&cols.tags)
+            .bind(&cols.provider)
+            .bind(&cols.model)
+            .bind(&cols.input)
+            .bind(&cols.output)
             .execute(&mut *tx)
             .await?;
             if done.rows_affected() != new_rows.len() as u64 {
@@ -1056,8 +1069,8 @@ async fn settle_in(
     for r in &rows {
         let state: String = r.try_get("state")?;
         let actual: Option<i64> = r.try_get("actual")?;
-        let ended = parse_outcome(&state)
-            .map(|o| (o, NanoUsd::from_nanos_clamped(actual.unwrap_or(0))));
+        let ended =
+            parse_outcome(&state).map(|o| (o, NanoUsd::from_nanos_clamped(actual.unwrap_or(0))));
         held.insert(
             r.try_get("id")?,
             Held {

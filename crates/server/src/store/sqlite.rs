@@ -101,6 +101,7 @@ impl SqliteStore {
             ledgers: Mutex::new(HashMap::new()),
             options: SqliteOptions {
                 keep_ended_ms: DEFAULT_RETENTION_MS,
+                record_refusals: true,
             },
         })
     }
@@ -145,10 +146,8 @@ impl SqliteStore {
         let path = self.dir.join("projects").join(format!("{project}.db"));
         let options = self.options;
         let ledger = Arc::new(
-            blocking(move || {
-                SqliteLedger::open_with_options(path, Arc::new(SystemClock), options)
-            })
-            .await?,
+            blocking(move || SqliteLedger::open_with_options(path, Arc::new(SystemClock), options))
+                .await?,
         );
         Ok(self
             .ledgers
@@ -329,8 +328,10 @@ impl SqliteStore {
         limit: usize,
     ) -> Result<Vec<WindowFigures>> {
         let budget_id = budget_id.to_owned();
-        self.with_ledger(project, move |l| l.windows(&budget_id, from_ms, to_ms, limit))
-            .await
+        self.with_ledger(project, move |l| {
+            l.windows(&budget_id, from_ms, to_ms, limit)
+        })
+        .await
     }
 
     pub(super) async fn keys(&self, project: &str) -> Result<Vec<KeyRecord>> {
@@ -357,11 +358,14 @@ impl SqliteStore {
     pub(super) async fn revoke_key(&self, id: &str) -> Result<Revoked> {
         let id = id.to_owned();
         self.meta(move |db| {
-            let tx = rusqlite::Transaction::new_unchecked(db, rusqlite::TransactionBehavior::Immediate)?;
+            let tx =
+                rusqlite::Transaction::new_unchecked(db, rusqlite::TransactionBehavior::Immediate)?;
             let project: Option<Option<String>> = tx
-                .query_row("SELECT project_id FROM api_keys WHERE id = ?1", [&id], |r| {
-                    r.get(0)
-                })
+                .query_row(
+                    "SELECT project_id FROM api_keys WHERE id = ?1",
+                    [&id],
+                    |r| r.get(0),
+                )
                 .optional()?;
             let outcome = match project {
                 None => Revoked::NotFound,
