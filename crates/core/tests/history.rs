@@ -324,3 +324,23 @@ fn history_is_kept_for_the_retention_then_forgotten() {
     default.expire().unwrap();
     assert!(default.events(&all).unwrap().is_empty());
 }
+
+#[test]
+fn embedded_refusals_write_nothing_by_default() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(NOON);
+    let l = SqliteLedger::open_with_clock(dir.path().join("ledger.db"), Arc::new(clock)).unwrap();
+    l.upsert_budget(&daily(10)).unwrap();
+    let c = call("acme");
+    assert!(matches!(
+        l.reserve(&req(&c, 11, None)),
+        Err(Error::BudgetExceeded(_))
+    ));
+    let events = l
+        .events(&EventQuery {
+            limit: 10,
+            ..EventQuery::default()
+        })
+        .unwrap();
+    assert!(events.is_empty(), "{events:?}");
+}
