@@ -78,7 +78,8 @@ export function toast(message, kind = "info") {
   if (!box) return;
   const t = h("div", { class: ["toast", kind], role: kind === "error" ? "alert" : "status" }, message);
   box.append(t);
-  setTimeout(() => t.remove(), 5000);
+  while (box.children.length > 3) box.firstElementChild.remove();
+  setTimeout(() => t.remove(), kind === "error" ? 8000 : 4000);
 }
 
 /** An empty state: what this is, why it is empty, what to do next. */
