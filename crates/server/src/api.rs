@@ -90,6 +90,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/keys/{id}", axum::routing::delete(history::revoke_key))
         .route("/v1/openapi.json", get(openapi::serve))
         .route("/metrics", get(metrics))
+        .merge(crate::dashboard::routes())
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             crate::metrics::track_latency,

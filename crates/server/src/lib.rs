@@ -3,6 +3,7 @@
 //! - [`alerts`]: the background task that delivers budget threshold alerts to webhooks.
 //! - [`api`]: the HTTP/JSON API under `/v1` (axum).
 //! - [`auth`]: API keys, hashed at rest, and the `Authorization: Bearer` extractor.
+//! - [`dashboard`]: the embedded web dashboard at `/dashboard/` (static files; it uses the API).
 //! - [`error`]: the one error type and our JSON error shape.
 //! - [`metrics`]: Prometheus counters and latency histograms for `GET /metrics`.
 //! - [`store`]: projects, keys and ledgers on SQLite (default) or Postgres.
@@ -11,6 +12,7 @@
 pub mod alerts;
 pub mod api;
 pub mod auth;
+pub mod dashboard;
 pub mod error;
 pub mod metrics;
 pub mod store;

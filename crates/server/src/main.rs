@@ -1,4 +1,7 @@
-//! `bursora-server serve`: the budget server (SPEC §6).
+//! `bursora-server serve`: the budget server (SPEC §6); `budgets`, `keys`, `projects` and
+//! `spend`: the admin CLI over its HTTP API ([`admin_cli`]).
+
+mod admin_cli;
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -23,6 +26,14 @@ struct Cli {
 enum Command {
     /// Serve the API until SIGTERM or ctrl-c, then drain in-flight requests.
     Serve(Serve),
+    /// Budgets of a project: list, create, update, delete.
+    Budgets(admin_cli::Budgets),
+    /// Project keys: list, create, revoke.
+    Keys(admin_cli::Keys),
+    /// Projects: list, create.
+    Projects(admin_cli::Projects),
+    /// Spend of a project grouped by model, provider or a tag over a time range.
+    Spend(admin_cli::Spend),
 }
 
 #[derive(Debug, clap::Args)]
@@ -57,13 +68,19 @@ struct Serve {
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    let args = match Cli::parse().command {
+        Command::Serve(args) => args,
+        Command::Budgets(c) => return admin_cli::run(admin_cli::AdminCommand::Budgets(c)).await,
+        Command::Keys(c) => return admin_cli::run(admin_cli::AdminCommand::Keys(c)).await,
+        Command::Projects(c) => return admin_cli::run(admin_cli::AdminCommand::Projects(c)).await,
+        Command::Spend(c) => return admin_cli::run(admin_cli::AdminCommand::Spend(c)).await,
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .with_writer(std::io::stderr)
         .init();
-    let Command::Serve(args) = Cli::parse().command;
     match serve(args).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
