@@ -31,6 +31,10 @@ use sqlx::postgres::{PgConnection, PgPool, PgPoolOptions, PgRow};
 
 use super::{KeyRecord, Principal, Project, ReserveInput, SettleItem, new_id, now_ms};
 
+mod coalesce;
+
+pub use coalesce::ReserveCoalescer;
+
 static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
 
 /// Ended reservations are kept this long so a late duplicate settle is still recognised.
