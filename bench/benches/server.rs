@@ -9,7 +9,8 @@
 //! `cargo bench -p bursora-bench --bench server`. The server is the release binary, built here by
 //! cargo (or `BURSORA_SERVER_BIN`), started on a free loopback port with a temp data dir, or on
 //! `BURSORA_TEST_DATABASE_URL` (`scripts/pg-test.sh --run cargo bench ...`) for the Postgres rows.
-//! Knobs: `BENCH_RTT_CALLS` (5,000), `BENCH_CLIENTS` (64), `BENCH_SECS` (5), `BENCH_WARMUP_SECS` (1).
+//! Knobs: `BENCH_RTT_CALLS` (5,000), `BENCH_CLIENTS` (64), `BENCH_SECS` (5), `BENCH_WARMUP_SECS` (1),
+//! `BENCH_SERVER_ARGS` (extra `serve` flags, to compare settings), `BENCH_SKIP_INPROC=1` (HTTP only).
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
 use std::net::TcpListener;
@@ -52,6 +53,21 @@ fn load_avg() -> String {
         .unwrap_or_else(|_| "?".into())
 }
 
+/// CPU time (user + system) a process has used so far: `/proc/<pid>/stat`, in clock ticks of
+/// 10 ms (`USER_HZ` is 100 on Linux).
+fn cpu_time(pid: &str) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let ticks: u64 = rest
+        .split_whitespace()
+        .skip(11)
+        .take(2)
+        .filter_map(|f| f.parse::<u64>().ok())
+        .sum();
+    Duration::from_millis(ticks * 10)
+}
+
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     if sorted.is_empty() {
         return Duration::ZERO;
@@ -74,7 +90,10 @@ struct Row {
 }
 
 fn us(d: Option<Duration>) -> String {
-    d.map_or_else(|| "-".into(), |d| format!("{:.0} µs", d.as_secs_f64() * 1e6))
+    d.map_or_else(
+        || "-".into(),
+        |d| format!("{:.0} µs", d.as_secs_f64() * 1e6),
+    )
 }
 
 fn print_table(rows: &[Row]) {
@@ -166,6 +185,10 @@ impl ServerProcess {
         if let Some(url) = database_url {
             cmd.arg("--database-url").arg(url);
         }
+        // To compare server settings, e.g. `BENCH_SERVER_ARGS="--key-cache-ms 0"`.
+        if let Ok(extra) = std::env::var("BENCH_SERVER_ARGS") {
+            cmd.args(extra.split_whitespace());
+        }
         let child = cmd.spawn().expect("cannot start bursora-server");
         let mut server = Self {
             child,
@@ -229,7 +252,10 @@ impl Api {
         let resp = req.send().await.expect("request failed");
         let status = resp.status().as_u16();
         let bytes = resp.bytes().await.expect("response body");
-        (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+        (
+            status,
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        )
     }
 
     /// A fresh project with one hot budget (every call, `total` window so no reset mid-run) and
@@ -406,13 +432,31 @@ struct Throughput {
     errors: u64,
     settled: u64,
     batches: u64,
+    /// CPU the server process used in the window.
+    server_cpu: Duration,
+    /// CPU this process (the 64 clients and the settler) used in the window.
+    client_cpu: Duration,
 }
 
 /// `clients` tasks reserve in a loop for `warmup + secs`; one background task settles what they
 /// reserved in batches of up to [`MAX_BATCH`], one request at a time, like the SDK's reporter.
-async fn throughput(api: &Api, clients: usize, warmup: Duration, secs: Duration) -> Throughput {
+async fn throughput(
+    api: &Api,
+    server_pid: u32,
+    clients: usize,
+    warmup: Duration,
+    secs: Duration,
+) -> Throughput {
     let t0 = Instant::now() + warmup;
     let end = t0 + secs;
+    // CPU used by the server and by this process (the clients) over the measured window.
+    let cpu = tokio::spawn(async move {
+        let pid = server_pid.to_string();
+        tokio::time::sleep_until(t0.into()).await;
+        let (s0, c0) = (cpu_time(&pid), cpu_time("self"));
+        tokio::time::sleep_until(end.into()).await;
+        (cpu_time(&pid) - s0, cpu_time("self") - c0)
+    });
     let errors = Arc::new(AtomicU64::new(0));
     let (tx, mut rx) = mpsc::unbounded_channel::<String>();
     let settler = {
@@ -481,8 +525,11 @@ async fn throughput(api: &Api, clients: usize, warmup: Duration, secs: Duration)
         sorted.extend(t.await.expect("client task"));
     }
     let (settled, in_window, batches) = settler.await.expect("settler task");
+    let (server_cpu, client_cpu) = cpu.await.expect("cpu sampler");
     sorted.sort_unstable();
     Throughput {
+        server_cpu,
+        client_cpu,
         reserves_per_sec: sorted.len() as f64 / secs.as_secs_f64(),
         settles_per_sec: in_window as f64 / secs.as_secs_f64(),
         sorted,
@@ -513,7 +560,10 @@ async fn store_project(store: &Store) -> String {
         Mode::Block,
     )
     .expect("spec");
-    store.upsert_budget(&project.id, spec).await.expect("budget");
+    store
+        .upsert_budget(&project.id, spec)
+        .await
+        .expect("budget");
     project.id
 }
 
@@ -547,7 +597,11 @@ impl InProcess {
         self.store
             .settle_batch(project, items)
             .await
-            .map(|r| r.iter().filter(|s| s.as_ref().is_ok_and(|s| s.applied)).count() as u64)
+            .map(|r| {
+                r.iter()
+                    .filter(|s| s.as_ref().is_ok_and(|s| s.applied))
+                    .count() as u64
+            })
             .unwrap_or(0)
     }
 }
@@ -638,10 +692,13 @@ async fn run_store(
         key: ADMIN_KEY.to_owned(),
     };
     let api = Api::project(&admin).await;
+    // For `perf record -p` while it runs.
+    eprintln!("{name}: bursora-server pid {}", server.child.id());
 
     let rt = round_trip(&api, cfg.calls).await;
     let p50 = percentile(&rt.sorted, 0.50);
-    let mean = rt.sorted.iter().sum::<Duration>() / u32::try_from(rt.sorted.len().max(1)).unwrap_or(1);
+    let mean =
+        rt.sorted.iter().sum::<Duration>() / u32::try_from(rt.sorted.len().max(1)).unwrap_or(1);
     rows.push(Row {
         store: name,
         scenario: "`POST /v1/reserve` round trip, 1 client".into(),
@@ -654,7 +711,7 @@ async fn run_store(
         load: load_avg(),
     });
 
-    let tp = throughput(&api, cfg.clients, cfg.warmup, cfg.secs).await;
+    let tp = throughput(&api, server.child.id(), cfg.clients, cfg.warmup, cfg.secs).await;
     let pairs = tp.reserves_per_sec.min(tp.settles_per_sec);
     rows.push(Row {
         store: name,
@@ -678,33 +735,86 @@ async fn run_store(
         spent == expected && reserved == 0,
         "{name}: GET /v1/spend shows spent {spent} and reserved {reserved} nano-USD; the client settled {expected} and left nothing reserved"
     );
+    let window_pairs = pairs * cfg.secs.as_secs_f64();
+    let per_pair = |d: Duration| d.as_secs_f64() * 1e6 / window_pairs.max(1.0);
+    let (server_us, client_us) = (per_pair(tp.server_cpu), per_pair(tp.client_cpu));
     notes.push(format!(
         "{name}: reserves {:.0}/s, settlements {:.0}/s in {} batches (mean {:.0} items); \
-         spend check: spent {spent} = settled {expected} nano-USD, reserved 0; \
-         server time in `POST /v1/reserve` (its `/metrics`): mean {:.0} µs of a {:.0} µs mean round trip",
+         spend check: spent {spent} = settled {expected} nano-USD, reserved 0. \
+         Round trip: the server's own time in `POST /v1/reserve` (its `/metrics`) is {:.0} µs of \
+         a {:.0} µs mean. Under load, CPU per reserve+settle pair: server {server_us:.0} µs, \
+         clients {client_us:.0} µs; 2 cores would carry at most {:.0} pairs/s with the clients on \
+         the same machine, {:.0}/s for the server alone",
         tp.reserves_per_sec,
         tp.settles_per_sec,
         tp.batches,
         tp.settled as f64 / tp.batches.max(1) as f64,
         rt.handler.as_secs_f64() * 1e6,
         mean.as_secs_f64() * 1e6,
+        2e6 / (server_us + client_us).max(1.0),
+        2e6 / server_us.max(1.0),
     ));
     drop(server);
 
+    if std::env::var_os("BENCH_SKIP_INPROC").is_some() {
+        return;
+    }
     // The same store code in this process: what HTTP, auth and JSON add.
     let dir = tempfile::tempdir().expect("temp dir");
-    let store = Arc::new(match database_url {
-        Some(url) => Store::Postgres(PgStore::connect(url, 16).await.expect("postgres")),
-        None => Store::Sqlite(SqliteStore::open(dir.path()).expect("sqlite")),
-    });
-    let mut variants = vec![("store alone (in process)", None)];
-    if let Store::Postgres(pg) = &*store {
-        variants.push((
-            "store alone, group commit (`ReserveCoalescer`)",
-            Some(ReserveCoalescer::new(pg.clone())),
-        ));
+    let mut variants: Vec<(&str, Arc<Store>, Option<ReserveCoalescer>)> = Vec::new();
+    match database_url {
+        Some(url) => {
+            let sqlx_default = PgStore::connect(url, 16).await.expect("postgres");
+            let serving = PgStore::connect_for_serving(url, 16)
+                .await
+                .expect("postgres");
+            variants.push((
+                "store alone, sqlx's default pool (pings every connection it hands out)",
+                Arc::new(Store::Postgres(sqlx_default)),
+                None,
+            ));
+            variants.push((
+                "store alone, the server's pool",
+                Arc::new(Store::Postgres(serving.clone())),
+                None,
+            ));
+            variants.push((
+                "store alone, the server's pool + group commit (`ReserveCoalescer`)",
+                Arc::new(Store::Postgres(serving.clone())),
+                Some(ReserveCoalescer::new(serving)),
+            ));
+        }
+        None => variants.push((
+            "store alone",
+            Arc::new(Store::Sqlite(
+                SqliteStore::open(dir.path()).expect("sqlite"),
+            )),
+            None,
+        )),
     }
-    for (label, coalescer) in variants {
+    for (label, store, coalescer) in variants {
+        if coalescer.is_none() {
+            let mut pings = Vec::with_capacity(cfg.calls);
+            for _ in 0..cfg.calls {
+                let start = Instant::now();
+                store.ping().await.expect("ping");
+                pings.push(start.elapsed());
+            }
+            pings.sort_unstable();
+            let mean =
+                pings.iter().sum::<Duration>() / u32::try_from(pings.len().max(1)).unwrap_or(1);
+            rows.push(Row {
+                store: name,
+                scenario: format!("{label}: `ping` (`SELECT 1`), sequential"),
+                p50: Some(percentile(&pings, 0.50)),
+                p99: Some(percentile(&pings, 0.99)),
+                ops: 1.0 / mean.as_secs_f64(),
+                target: "-".into(),
+                met: None,
+                errors: 0,
+                load: load_avg(),
+            });
+        }
         let inproc = InProcess {
             store: store.clone(),
             coalescer,

@@ -4,9 +4,11 @@ use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
-use bursora_server::auth::{ADMIN_PREFIX, MIN_ADMIN_KEY_LEN, key_record, new_secret};
+use axum::serve::ListenerExt;
+use bursora_server::auth::{ADMIN_PREFIX, KeyCache, MIN_ADMIN_KEY_LEN, key_record, new_secret};
 use bursora_server::store::{PgStore, SqliteStore};
 use bursora_server::{AppState, Store, router, sweeper};
 use clap::{Parser, Subcommand};
@@ -46,10 +48,18 @@ struct Serve {
     /// Most Postgres connections per replica.
     #[arg(long, default_value_t = 16)]
     max_connections: u32,
+    /// How long a verified API key is trusted before the store is asked again, in
+    /// milliseconds (0: ask on every request). Unknown keys always reach the store.
+    #[arg(long, default_value_t = 2_000)]
+    key_cache_ms: u64,
+    /// Most threads running SQLite calls at once. Each ledger file takes one writer at a
+    /// time: more threads only queue on its lock and wake each other, which cost as much CPU as
+    /// the calls themselves (tokio's default is 512; see `bench/README.md`).
+    #[arg(long, default_value_t = 8)]
+    blocking_threads: usize,
 }
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
@@ -57,7 +67,18 @@ async fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let Command::Serve(args) = Cli::parse().command;
-    match serve(args).await {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .max_blocking_threads(args.blocking_threads.max(1))
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!("cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(serve(args)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e}");
@@ -69,14 +90,15 @@ async fn main() -> ExitCode {
 async fn serve(args: Serve) -> Result<(), String> {
     let store = match &args.database_url {
         Some(url) => Store::Postgres(
-            PgStore::connect(url, args.max_connections)
+            PgStore::connect_for_serving(url, args.max_connections)
                 .await
                 .map_err(|e| e.to_string())?,
         ),
         None => Store::Sqlite(SqliteStore::open(&args.data_dir).map_err(|e| e.to_string())?),
     };
     bootstrap_admin(&store, args.admin_key.as_deref()).await?;
-    let state = AppState::new(store);
+    let mut state = AppState::new(store);
+    state.keys = Arc::new(KeyCache::new(Duration::from_millis(args.key_cache_ms)));
     let (stop_tx, stop_rx) = watch::channel(false);
     let sweeper = sweeper::spawn(
         state.store.clone(),
@@ -92,6 +114,12 @@ async fn serve(args: Serve) -> Result<(), String> {
         "bursora-server is serving"
     );
     // Stops accepting on the signal and returns once every in-flight request is answered.
+    // Answers are small and written whole: never hold one back waiting for an ACK (Nagle).
+    let listener = listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::warn!("cannot set TCP_NODELAY: {e}");
+        }
+    });
     axum::serve(listener, router(state))
         .with_graceful_shutdown(shutdown_signal())
         .await

@@ -187,7 +187,9 @@ async fn a_caller_that_goes_away_does_not_cancel_the_others() {
         let c = c.clone();
         let p = p.clone();
         tasks.push(tokio::spawn(async move {
-            c.reserve(&p, input("t", AMOUNT, Policy::Block)).await.map(|_| i)
+            c.reserve(&p, input("t", AMOUNT, Policy::Block))
+                .await
+                .map(|_| i)
         }));
     }
     // Abort every other caller, whatever it was doing (waiting, or running a group).

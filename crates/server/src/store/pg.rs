@@ -32,6 +32,7 @@ use sqlx::postgres::{PgConnection, PgPool, PgPoolOptions, PgRow};
 use super::{KeyRecord, Principal, Project, ReserveInput, SettleItem, new_id, now_ms};
 
 mod coalesce;
+mod pool;
 
 pub use coalesce::ReserveCoalescer;
 
