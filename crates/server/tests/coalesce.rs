@@ -126,7 +126,12 @@ async fn exactly_k_of_many_concurrent_reserves_across_two_replicas() {
     }
     let mut expected = vec![("hot".to_owned(), None, 0, K * AMOUNT)];
     for (tenant, reserved) in &per_tenant {
-        expected.push(("per-tenant".to_owned(), Some(tenant.clone()), 0, *reserved));
+        expected.push((
+            "per-tenant".to_owned(),
+            Some(format!("tenant_id={tenant}")),
+            0,
+            *reserved,
+        ));
     }
     expected.sort();
     assert_eq!(figures(&store, &p).await, expected);
