@@ -4,6 +4,10 @@
 //! and nothing to gain from a slow KDF, while every request pays for the hash. The hash is the
 //! lookup key, so verifying a key is one indexed read.
 
+use std::collections::HashMap;
+use std::sync::{Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
 use axum::extract::FromRequestParts;
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
@@ -83,9 +87,75 @@ impl FromRequestParts<AppState> for Caller {
             .map(str::trim)
             .filter(|s| !s.is_empty() && s.len() <= 256)
             .ok_or(AppError::Unauthorized)?;
-        match state.store.principal(&hash_key(secret)).await? {
-            Some(p) => Ok(Self(p)),
+        let hash = hash_key(secret);
+        if let Some(p) = state.keys.get(&hash) {
+            return Ok(Self(p));
+        }
+        match state.store.principal(&hash).await? {
+            Some(p) => {
+                state.keys.put(hash, p.clone());
+                Ok(Self(p))
+            }
             None => Err(AppError::Unauthorized),
         }
+    }
+}
+
+/// How long a verified key is trusted without asking the store again, by default.
+pub const KEY_CACHE_TTL: Duration = Duration::from_secs(2);
+/// Most keys remembered; past it the cache starts over (a server holds a few keys per project).
+const KEY_CACHE_MAX: usize = 10_000;
+
+/// Keys the store recently confirmed, by hash: the store lookup (on SQLite a blocking-pool hop
+/// and the lock of `server.db`) was half the work of a reservation. Only hits are kept, for
+/// a TTL ([`KEY_CACHE_TTL`] by default), so an unknown key always reaches the store and a key
+/// removed from the store by any process stops working within the TTL.
+#[derive(Debug)]
+pub struct KeyCache {
+    ttl: Duration,
+    entries: Mutex<HashMap<String, (Principal, Instant)>>,
+}
+
+impl Default for KeyCache {
+    fn default() -> Self {
+        Self::new(KEY_CACHE_TTL)
+    }
+}
+
+impl KeyCache {
+    /// A cache keeping keys for `ttl`; zero turns it off.
+    #[must_use]
+    pub fn new(ttl: Duration) -> Self {
+        Self {
+            ttl,
+            entries: Mutex::default(),
+        }
+    }
+
+    fn get(&self, hash: &str) -> Option<Principal> {
+        let entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
+        entries
+            .get(hash)
+            .filter(|(_, at)| at.elapsed() < self.ttl)
+            .map(|(p, _)| p.clone())
+    }
+
+    /// Forgets every key: after a revocation, this replica asks the store again at once.
+    pub fn clear(&self) {
+        self.entries
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clear();
+    }
+
+    fn put(&self, hash: String, principal: Principal) {
+        if self.ttl.is_zero() {
+            return;
+        }
+        let mut entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
+        if entries.len() >= KEY_CACHE_MAX {
+            entries.clear();
+        }
+        entries.insert(hash, (principal, Instant::now()));
     }
 }

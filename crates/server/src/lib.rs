@@ -31,6 +31,8 @@ pub struct AppState {
     pub store: Arc<Store>,
     /// What `GET /metrics` reports.
     pub metrics: Arc<Metrics>,
+    /// API keys the store recently confirmed.
+    pub keys: Arc<auth::KeyCache>,
 }
 
 impl AppState {
@@ -40,6 +42,7 @@ impl AppState {
         Self {
             store: Arc::new(store),
             metrics: Arc::default(),
+            keys: Arc::default(),
         }
     }
 }

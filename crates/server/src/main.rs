@@ -7,9 +7,11 @@ use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
-use bursora_server::auth::{ADMIN_PREFIX, MIN_ADMIN_KEY_LEN, key_record, new_secret};
+use axum::serve::ListenerExt;
+use bursora_server::auth::{ADMIN_PREFIX, KeyCache, MIN_ADMIN_KEY_LEN, key_record, new_secret};
 use bursora_server::store::{DEFAULT_RETENTION_DAYS, PgStore, SqliteStore};
 use bursora_server::{AppState, Store, alerts, router, sweeper};
 use clap::{Parser, Subcommand};
@@ -64,16 +66,52 @@ struct Serve {
     /// `GET /v1/events` and the spend queries read).
     #[arg(long, env = "BURSORA_RETENTION_DAYS", default_value_t = DEFAULT_RETENTION_DAYS)]
     retention_days: u32,
+    /// How long a verified API key is trusted before the store is asked again, in
+    /// milliseconds (0: ask on every request). Unknown keys always reach the store; a key
+    /// revoked through this replica stops working at once, through another within this time.
+    #[arg(long, default_value_t = 2_000)]
+    key_cache_ms: u64,
+    /// Most threads running SQLite calls at once. Each ledger file takes one writer at a
+    /// time: more threads only queue on its lock and wake each other, which cost as much CPU as
+    /// the calls themselves (tokio's default is 512; see `bench/README.md`).
+    #[arg(long, default_value_t = 8)]
+    blocking_threads: usize,
 }
 
-#[tokio::main]
-async fn main() -> ExitCode {
-    let args = match Cli::parse().command {
+fn main() -> ExitCode {
+    let command = Cli::parse().command;
+    let blocking = match &command {
+        Command::Serve(args) => args.blocking_threads.max(1),
+        _ => 16,
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .max_blocking_threads(blocking)
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            let _ = writeln!(
+                std::io::stderr(),
+                "error: cannot start the async runtime: {e}"
+            );
+            return ExitCode::FAILURE;
+        }
+    };
+    let args = match command {
         Command::Serve(args) => args,
-        Command::Budgets(c) => return admin_cli::run(admin_cli::AdminCommand::Budgets(c)).await,
-        Command::Keys(c) => return admin_cli::run(admin_cli::AdminCommand::Keys(c)).await,
-        Command::Projects(c) => return admin_cli::run(admin_cli::AdminCommand::Projects(c)).await,
-        Command::Spend(c) => return admin_cli::run(admin_cli::AdminCommand::Spend(c)).await,
+        Command::Budgets(c) => {
+            return runtime.block_on(admin_cli::run(admin_cli::AdminCommand::Budgets(c)));
+        }
+        Command::Keys(c) => {
+            return runtime.block_on(admin_cli::run(admin_cli::AdminCommand::Keys(c)));
+        }
+        Command::Projects(c) => {
+            return runtime.block_on(admin_cli::run(admin_cli::AdminCommand::Projects(c)));
+        }
+        Command::Spend(c) => {
+            return runtime.block_on(admin_cli::run(admin_cli::AdminCommand::Spend(c)));
+        }
     };
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -81,7 +119,7 @@ async fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
-    match serve(args).await {
+    match runtime.block_on(serve(args)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e}");
@@ -97,7 +135,7 @@ async fn serve(args: Serve) -> Result<(), String> {
     let retention_ms = i64::from(args.retention_days) * 24 * 3_600_000;
     let store = match &args.database_url {
         Some(url) => Store::Postgres(
-            PgStore::connect(url, args.max_connections)
+            PgStore::connect_for_serving(url, args.max_connections)
                 .await
                 .map_err(|e| e.to_string())?
                 .with_retention_ms(retention_ms),
@@ -109,7 +147,8 @@ async fn serve(args: Serve) -> Result<(), String> {
         ),
     };
     bootstrap_admin(&store, args.admin_key.as_deref()).await?;
-    let state = AppState::new(store);
+    let mut state = AppState::new(store);
+    state.keys = Arc::new(KeyCache::new(Duration::from_millis(args.key_cache_ms)));
     let (stop_tx, stop_rx) = watch::channel(false);
     let sweeper = sweeper::spawn(
         state.store.clone(),
@@ -133,6 +172,12 @@ async fn serve(args: Serve) -> Result<(), String> {
         "bursora-server is serving"
     );
     // Stops accepting on the signal and returns once every in-flight request is answered.
+    // Answers are small and written whole: never hold one back waiting for an ACK (Nagle).
+    let listener = listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::warn!("cannot set TCP_NODELAY: {e}");
+        }
+    });
     axum::serve(listener, router(state))
         .with_graceful_shutdown(shutdown_signal())
         .await

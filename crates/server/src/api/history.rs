@@ -695,7 +695,12 @@ pub(super) async fn revoke_key(
 ) -> Result<StatusCode, AppError> {
     caller.require_admin()?;
     match state.store.revoke_key(&id).await? {
-        Revoked::Revoked => Ok(StatusCode::NO_CONTENT),
+        Revoked::Revoked => {
+            // Revoked through this replica: it stops working here at once (other replicas
+            // forget it within their key cache's TTL, `--key-cache-ms`).
+            state.keys.clear();
+            Ok(StatusCode::NO_CONTENT)
+        }
         Revoked::NotFound => Err(AppError::NotFound(format!("no key {id:?}"))),
         Revoked::LastAdmin => Err(AppError::Client {
             status: StatusCode::CONFLICT,

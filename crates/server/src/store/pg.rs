@@ -40,6 +40,11 @@ use super::{
 
 mod alerts;
 
+mod coalesce;
+mod pool;
+
+pub use coalesce::ReserveCoalescer;
+
 static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
 
 /// The states whose actual cost is spend.
