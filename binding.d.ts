@@ -21,9 +21,12 @@ export declare class NativeGuard {
   constructor(optionsJson: string)
   /**
    * Estimates, prices and reserves one call before dispatch (embedded mode). `endpoint`: 0
-   * chat completions, 1 responses, 2 embeddings. A refusal comes back as `{ ok: false, refusal }`.
+   * chat completions, 1 responses, 2 embeddings. The common outcome — reserved in full, no
+   * warnings — is only the reservation id (a string: building the admission object was a
+   * measurable part of a call); anything else is a `NativeAdmission`, a refusal
+   * `{ ok: false, refusal }`.
    */
-  admit(endpointCode: number, bodyJson: string, tags?: NativeTags | undefined | null, provider?: string | undefined | null, baseUrl?: string | undefined | null): NativeAdmission
+  admit(endpointCode: number, bodyJson: string, tags?: NativeTags | undefined | null, provider?: string | undefined | null, baseUrl?: string | undefined | null): string | NativeAdmission
   /** True when reservations go to bursora-server: use `admitAsync`. */
   get remote(): boolean
   /**
@@ -33,7 +36,10 @@ export declare class NativeGuard {
    * `invalid_input`.
    */
   admitAsync(endpointCode: number, bodyJson: string, tags?: NativeTags | undefined | null, provider?: string | undefined | null, baseUrl?: string | undefined | null): Promise<NativeAdmission>
-  /** The call returned: settle from `{ usage, service_tier, output }` (JSON). Returns at once. */
+  /**
+   * The call returned: settle from `{ usage, service_tier, output }` (JSON). Returns at once:
+   * the JSON is read on the reporter thread.
+   */
   finishResponse(id: string, responseJson: string): void
   /** A stream ended early with `outputText` seen: settle input plus those tokens. */
   finishPartial(id: string, outputText: string): void

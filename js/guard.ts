@@ -244,15 +244,20 @@ export class Guard {
   }
 
   /**
-   * Reserves one call. Returns the admission, or null when the ledger failed and `failMode` is
-   * open (the call then goes out unmetered). Throws the refusal as a typed error.
+   * Reserves one call. Returns the reservation id when it was reserved in full without
+   * warnings (the common case), else the admission; null when the ledger failed and `failMode`
+   * is open (the call then goes out unmetered). Throws the refusal as a typed error.
    */
-  admit(endpoint: number, bodyJson: string, tags: NativeTags | null, baseURL: string | null): NativeAdmission | null {
-    let admission: NativeAdmission;
+  admit(endpoint: number, bodyJson: string, tags: NativeTags | null, baseURL: string | null): string | NativeAdmission | null {
+    let admission: string | NativeAdmission;
     try {
       admission = this.native.admit(endpoint, bodyJson, tags, null, baseURL);
     } catch (err) {
       return this.#admitFailed(err);
+    }
+    if (typeof admission === "string") {
+      this.dirty = true;
+      return admission;
     }
     if (admission.warnings !== undefined && admission.warnings !== null) this.deliver(admission.warnings);
     if (!admission.ok) throw refusalError(admission.refusal, tags);

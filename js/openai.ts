@@ -167,17 +167,19 @@ function meteredCall(
   }
   if (guard.remote) return meteredCallRemote(client, resource, create, endpoint, guard, meter, request, json, options);
   let tags: NativeTags | null;
-  let admission: NativeAdmission | null;
+  let admitted: string | NativeAdmission | null;
   try {
     tags = callTags(meter.defaults);
-    admission = guard.admit(endpoint, json, tags, client.baseURL);
+    admitted = guard.admit(endpoint, json, tags, client.baseURL);
   } catch (err) {
     return refused(err); // the provider sees nothing
   }
-  if (admission === null) return create.call(resource, body, options); // ledger down, fail-open
+  if (admitted === null) return create.call(resource, body, options); // ledger down, fail-open
+  // The common case is only the reservation id: reserved in full, nothing to cap.
+  const admission = typeof admitted === "string" ? null : admitted;
 
   const stream = request.stream === true;
-  const call = new Call(guard, admission, endpoint, request, tags, stream);
+  const call = new Call(guard, admitted, endpoint, request, tags, stream);
   let sent = request;
   if (stream && endpoint === Endpoint.ChatCompletions) {
     // Ask for the usage chunk (SPEC §2.3) without losing the caller's other stream options.
@@ -186,7 +188,7 @@ function meteredCall(
       sent = { ...request, stream_options: { ...streamOptions, include_usage: true } };
       call.hideUsageChunk = true;
     }
-  } else if (admission.capped === true && !stream && typeof admission.maxOutputTokens === "number") {
+  } else if (admission?.capped === true && !stream && typeof admission.maxOutputTokens === "number") {
     sent = capped(endpoint, request, admission.maxOutputTokens);
   }
 
@@ -380,13 +382,20 @@ function parseResponseMetered(this: APIPromiseLike, client: unknown, props: { re
     throw err;
   }
   if (out instanceof Promise) {
-    return out.then(
-      (value: unknown) => call.parsed(value),
-      (err: unknown) => {
-        call.unknown();
-        throw err;
+    // A side chain, not a link in the caller's: its reaction is registered before openai's, so
+    // it still sees (and instruments) a Stream before the caller does, without an extra promise
+    // and turn on the caller's path. The caller gets `out`'s own rejection.
+    out.then(
+      (value: unknown) => {
+        try {
+          call.parsed(value);
+        } catch {
+          call.unknown(); // never an unhandled rejection on this side chain
+        }
       },
+      () => call.unknown(),
     );
+    return out;
   }
   return call.parsed(out);
 }
@@ -426,11 +435,17 @@ class Call {
   #outputTokens = 0;
   #renewedAt = 0;
 
-  constructor(owner: Guard, admission: NativeAdmission | null, endpoint: Endpoint, request: Body, tags: NativeTags | null, stream: boolean) {
+  /** `admitted`: the reservation id alone (reserved in full), the admission, or null (not yet). */
+  constructor(owner: Guard, admitted: string | NativeAdmission | null, endpoint: Endpoint, request: Body, tags: NativeTags | null, stream: boolean) {
     this.#owner = owner;
     this.#guard = owner.native;
-    this.#admission = admission;
-    this.#id = admission?.id ?? undefined;
+    if (typeof admitted === "string") {
+      this.#admission = null;
+      this.#id = admitted;
+    } else {
+      this.#admission = admitted;
+      this.#id = admitted?.id ?? undefined;
+    }
     this.#endpoint = endpoint;
     this.#request = request;
     this.#tags = tags;

@@ -223,7 +223,10 @@ impl NativeGuard {
     }
 
     /// Estimates, prices and reserves one call before dispatch (embedded mode). `endpoint`: 0
-    /// chat completions, 1 responses, 2 embeddings. A refusal comes back as `{ ok: false, refusal }`.
+    /// chat completions, 1 responses, 2 embeddings. The common outcome — reserved in full, no
+    /// warnings — is only the reservation id (a string: building the admission object was a
+    /// measurable part of a call); anything else is a `NativeAdmission`, a refusal
+    /// `{ ok: false, refusal }`.
     #[napi(catch_unwind)]
     pub fn admit(
         &self,
@@ -232,7 +235,7 @@ impl NativeGuard {
         tags: Option<&NativeTags>,
         provider: Option<String>,
         base_url: Option<String>,
-    ) -> Result<NativeAdmission, String> {
+    ) -> Result<Either<String, NativeAdmission>, String> {
         let body = parse_json(&body_json, "the request body")?;
         let empty = Tags::default();
         let tags = tags.map_or(&empty, |t| &*t.inner);
@@ -243,7 +246,12 @@ impl NativeGuard {
             provider.as_deref(),
             base_url.as_deref(),
         );
-        admission_to_js(&self.inner, result, || model_of(&body))
+        match result {
+            Ok(a) if !a.capped && !a.unreserved && !self.inner.has_warnings() => {
+                Ok(Either::A(a.id))
+            }
+            other => admission_to_js(&self.inner, other, || model_of(&body)).map(Either::B),
+        }
     }
 
     /// True when reservations go to bursora-server: use `admitAsync`.
@@ -303,13 +311,12 @@ impl NativeGuard {
         Ok(promise)
     }
 
-    /// The call returned: settle from `{ usage, service_tier, output }` (JSON). Returns at once.
+    /// The call returned: settle from `{ usage, service_tier, output }` (JSON). Returns at once:
+    /// the JSON is read on the reporter thread.
     #[napi(catch_unwind)]
     pub fn finish_response(&self, id: String, response_json: String) {
-        match serde_json::from_str::<serde_json::Value>(&response_json) {
-            Ok(v) => self.inner.finish(&id, CallEnding::Response(&v)),
-            Err(_) => self.inner.finish(&id, CallEnding::Unknown),
-        }
+        self.inner
+            .finish(&id, CallEnding::ResponseJson(response_json));
     }
 
     /// A stream ended early with `outputText` seen: settle input plus those tokens.

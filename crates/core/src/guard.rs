@@ -606,6 +606,10 @@ impl Guard {
                 },
                 Err(_) => Ending::Unknown,
             },
+            CallEnding::ResponseJson(json) => Ending::Response {
+                json,
+                shape: f.shape,
+            },
             CallEnding::Usage(usage, service_tier) => Ending::Usage {
                 usage,
                 service_tier,
@@ -799,6 +803,9 @@ fn remote_backend(
 pub enum CallEnding<'a> {
     /// The full response object (or the final stream chunk) with `usage`.
     Response(&'a Value),
+    /// The same as JSON text, read on the reporter thread (off the caller's path); text that
+    /// is not JSON or holds no usage settles as [`CallEnding::Unknown`].
+    ResponseJson(String),
     /// Usage already read.
     Usage(TokenUsage, Option<String>),
     /// A stream ended early with this output text seen.

@@ -18,7 +18,7 @@ use crate::clock::SharedClock;
 use crate::estimate::{count_tokens, encoding_for_model};
 use crate::ledger::Ledger;
 use crate::money::NanoUsd;
-use crate::pricing::{PriceContext, ResolvedModel, TokenUsage};
+use crate::pricing::{PriceContext, ResolvedModel, TokenUsage, UsageShape};
 use crate::warn::{SharedSink, Warning};
 
 /// Most settlements applied in one ledger transaction.
@@ -33,6 +33,15 @@ pub enum Ending {
         usage: TokenUsage,
         /// The `service_tier` the response reported.
         service_tier: Option<String>,
+    },
+    /// The response as JSON text (`{ usage, service_tier, ... }`), read on the reporter thread
+    /// rather than on the caller's: settles like [`Ending::Usage`], or like
+    /// [`Ending::Unknown`] when it holds no readable usage.
+    Response {
+        /// The response (or the parts of it that carry usage), as JSON.
+        json: String,
+        /// Which API's usage object it holds.
+        shape: UsageShape,
     },
     /// A stream ended early (consumer `break`, abort, network error) with this output text
     /// seen: settle input plus those tokens.
@@ -101,9 +110,11 @@ enum Message {
     Flush(Sender<()>),
 }
 
-/// The queue between callers and the reporter thread. Callers never wake the thread for every
-/// job (a futex wake per call costs more than the rest of the call): only the job that finds the
-/// queue empty does, and the thread then lingers briefly so a burst settles as one batch.
+/// The queue between callers and the reporter thread. A caller wakes the thread only when it is
+/// parked with nothing to do (a futex wake costs more than the rest of a call, and on a busy
+/// host the woken thread can preempt the caller). After each batch the thread itself polls the
+/// queue once more after [`LINGER`] before it parks, so a steady stream of calls is collected
+/// by the thread without any caller waking it, and a burst settles as one batch.
 #[derive(Default)]
 struct Queue {
     state: Mutex<QueueState>,
@@ -115,6 +126,8 @@ struct QueueState {
     messages: Vec<Message>,
     /// The thread is applying a batch it took off the queue.
     busy: bool,
+    /// The thread waits without a timeout: only a notify brings it back.
+    parked: bool,
     closed: bool,
 }
 
@@ -157,7 +170,7 @@ impl Reporter {
         if st.closed {
             return false;
         }
-        let wake = st.messages.is_empty() || matches!(message, Message::Flush(_));
+        let wake = st.parked || matches!(message, Message::Flush(_));
         st.messages.push(message);
         drop(st);
         if wake {
@@ -210,14 +223,24 @@ fn run(queue: &Queue, destination: &dyn Destination, clock: &SharedClock, sink: 
     loop {
         let batch = {
             let mut st = queue.state.lock();
+            let mut lingered = false;
+            if st.messages.is_empty() && !st.closed {
+                // Look once more after a moment before parking: callers settling steadily then
+                // never have to wake this thread (see `Queue`).
+                queue.ready.wait_for(&mut st, LINGER);
+                lingered = true;
+            }
             while st.messages.is_empty() && !st.closed {
+                st.parked = true;
                 queue.ready.wait(&mut st);
+                st.parked = false;
+                lingered = false;
             }
             if st.messages.is_empty() && st.closed {
                 break;
             }
             let flushing = st.messages.iter().any(|m| matches!(m, Message::Flush(_)));
-            if !flushing && !st.closed {
+            if !flushing && !st.closed && !lingered {
                 // Let the rest of a burst arrive: one batch, one ledger transaction.
                 queue.ready.wait_for(&mut st, LINGER);
             }
@@ -254,24 +277,16 @@ pub fn settle_amount(
         Ending::Usage {
             usage,
             service_tier,
-        } => {
-            let ctx = PriceContext {
-                service_tier: service_tier.clone(),
-                ..job.context.clone()
-            };
-            let tokens = Some((usage.input_tokens, usage.output_tokens));
-            match job.model.cost(usage, &ctx, now_ms) {
-                Ok(cost) => (Some(cost), tokens),
-                Err(e) => {
-                    sink.warn(Warning {
-                        code: "usage_unpriceable",
-                        message: format!(
-                            "could not price the usage reported for {} ({e}); settled at the reserved {}",
-                            job.model.model_ref, job.reserved
-                        ),
-                    });
-                    (Some(job.reserved), tokens)
+        } => usage_amount(job, usage, service_tier.clone(), now_ms, sink),
+        Ending::Response { json, shape } => {
+            match serde_json::from_str::<serde_json::Value>(json)
+                .ok()
+                .and_then(|v| TokenUsage::from_openai(*shape, &v).ok())
+            {
+                Some((usage, service_tier)) => {
+                    usage_amount(job, &usage, service_tier, now_ms, sink)
                 }
+                None => (Some(job.reserved), None),
             }
         }
         Ending::Partial {
@@ -295,6 +310,34 @@ pub fn settle_amount(
         }
         Ending::Failed => (None, None),
         Ending::Unknown => (Some(job.reserved), None),
+    }
+}
+
+/// What reported `usage` costs (the reservation, with a warning, when it cannot be priced).
+fn usage_amount(
+    job: &Job,
+    usage: &TokenUsage,
+    service_tier: Option<String>,
+    now_ms: i64,
+    sink: &SharedSink,
+) -> (Option<NanoUsd>, Option<(u64, u64)>) {
+    let ctx = PriceContext {
+        service_tier,
+        ..job.context.clone()
+    };
+    let tokens = Some((usage.input_tokens, usage.output_tokens));
+    match job.model.cost(usage, &ctx, now_ms) {
+        Ok(cost) => (Some(cost), tokens),
+        Err(e) => {
+            sink.warn(Warning {
+                code: "usage_unpriceable",
+                message: format!(
+                    "could not price the usage reported for {} ({e}); settled at the reserved {}",
+                    job.model.model_ref, job.reserved
+                ),
+            });
+            (Some(job.reserved), tokens)
+        }
     }
 }
 

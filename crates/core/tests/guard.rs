@@ -54,6 +54,42 @@ fn admitted_calls_settle_to_the_exact_cost_of_their_usage() {
 }
 
 #[test]
+fn a_response_handed_over_as_json_settles_like_the_parsed_response() {
+    let g = guard(json!({"budgets": [{"name": "day", "limitUsd": 1, "window": "day"}]}));
+    let admit = || {
+        g.admit(
+            Endpoint::ChatCompletions,
+            &chat(100),
+            &Tags::default(),
+            None,
+            None,
+        )
+        .unwrap()
+    };
+    // The same usage as above, as text read on the reporter thread: 19,500 nano-USD exactly.
+    let a = admit();
+    let response = r#"{"usage": {"prompt_tokens": 12, "completion_tokens": 30, "prompt_tokens_details": {"cached_tokens": 4}}, "service_tier": "default"}"#;
+    g.finish(&a.id, CallEnding::ResponseJson(response.to_owned()));
+    assert_eq!(spent_nanos(&g, "day"), (19_500, 0));
+    // Text that is not JSON, or JSON without usage, settles at the reservation.
+    let broken = admit();
+    g.finish(
+        &broken.id,
+        CallEnding::ResponseJson("{\"usage\": ".to_owned()),
+    );
+    assert_eq!(
+        spent_nanos(&g, "day"),
+        (19_500 + broken.reserved.nanos(), 0)
+    );
+    let empty = admit();
+    g.finish(&empty.id, CallEnding::ResponseJson("{}".to_owned()));
+    assert_eq!(
+        spent_nanos(&g, "day"),
+        (19_500 + broken.reserved.nanos() + empty.reserved.nanos(), 0)
+    );
+}
+
+#[test]
 fn refused_calls_name_the_budget_and_reserve_nothing() {
     let g = guard(json!({"budgets": [
         {"name": "org", "limitUsd": 10, "window": "month"},
@@ -297,4 +333,42 @@ fn a_sequential_caller_is_not_refused_for_its_previous_calls_queued_settlement()
     }
     let (spent, reserved) = spent_nanos(&g, "cap");
     assert_eq!((spent, reserved), (20 * (10 * 150 + 600), 0));
+}
+
+#[test]
+fn a_settlement_wakes_a_parked_reporter_without_a_flush() {
+    let g = guard(json!({"budgets": [{"name": "day", "limitUsd": 1, "window": "day"}]}));
+    let ledger = g.ledger().unwrap().clone();
+    let spent = || {
+        ledger
+            .status()
+            .unwrap()
+            .iter()
+            .find(|s| s.budget.spec.name == "day")
+            .map(|s| s.spent.nanos())
+            .unwrap()
+    };
+    for round in 1..=3_i64 {
+        // Long enough for the reporter to stop polling and park.
+        std::thread::sleep(std::time::Duration::from_millis(30));
+        let a = g
+            .admit(
+                Endpoint::ChatCompletions,
+                &chat(100),
+                &Tags::default(),
+                None,
+                None,
+            )
+            .unwrap();
+        let response = json!({"usage": {"prompt_tokens": 12, "completion_tokens": 30, "prompt_tokens_details": {"cached_tokens": 4}}});
+        g.finish(&a.id, CallEnding::Response(&response));
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while spent() != round * 19_500 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "settlement {round} was never applied"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+    }
 }
