@@ -220,7 +220,26 @@ fn a_schema_1_file_is_migrated_in_place_and_keeps_its_books() {
         )
         .unwrap();
     // Older code still opens the file: the additive version is in bursora_meta.
-    assert_eq!((user, history), (1, 2));
+    assert_eq!((user, history), (1, 3));
+    // Spend queries (the dashboard's breakdowns and series) are answered from the partial
+    // covering index alone, never from the table's random-id primary key.
+    for group in ["model", "provider", "json_extract(tags, '$.\"tenant_id\"')"] {
+        let plan: Vec<String> = db
+            .prepare(&format!(
+                "EXPLAIN QUERY PLAN SELECT (created_at_ms / 3600000) * 3600000 AS b, {group} AS g, SUM(actual) AS s, COUNT(*)
+                 FROM reservations WHERE created_at_ms >= 0 AND created_at_ms < 1 AND state IN ('settled', 'expired', 'usage')
+                 GROUP BY b, g"
+            ))
+            .unwrap()
+            .query_map([], |r| r.get::<_, String>(3))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert!(
+            plan.iter().any(|d| d.contains("COVERING INDEX reservations_spent")),
+            "{group}: {plan:?}"
+        );
+    }
 }
 
 #[test]

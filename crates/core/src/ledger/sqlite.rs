@@ -34,7 +34,8 @@ const SCHEMA_VERSION: i64 = 1;
 /// code keeps working on a migrated file: it names its columns and leaves the new ones NULL.
 /// - 2: call history: tags, provider, model, requested amount, tokens and refusals on
 ///   `reservations`, and an index by creation time for listing and spend queries.
-const HISTORY_VERSION: i64 = 2;
+/// - 3: a covering index of spent rows for the spend queries ([`HISTORY_V3`]).
+const HISTORY_VERSION: i64 = 3;
 /// How long a writer waits for another process's transaction before giving up.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often, at most, a reserve also settles expired reservations.
@@ -96,6 +97,17 @@ ALTER TABLE reservations ADD COLUMN output_tokens INTEGER;
 ALTER TABLE reservations ADD COLUMN refused_by TEXT;
 CREATE INDEX IF NOT EXISTS reservations_at ON reservations (created_at_ms);
 INSERT OR REPLACE INTO bursora_meta (key, value) VALUES ('schema_version', 2);
+";
+
+/// [`HISTORY_VERSION`] 3. Spend queries (breakdowns, series) read only spent rows in a time
+/// range and only these columns: a partial covering index answers them without touching the
+/// table (whose primary key is a random id). Active reservations are not in it, so a reserve
+/// writes nothing more; a settlement adds one index entry.
+const HISTORY_V3: &str = "
+CREATE INDEX IF NOT EXISTS reservations_spent
+    ON reservations (created_at_ms, model, provider, actual, state, tags)
+    WHERE state IN ('settled', 'expired', 'usage');
+INSERT OR REPLACE INTO bursora_meta (key, value) VALUES ('schema_version', 3);
 ";
 
 /// How a [`SqliteLedger`] keeps its history.
@@ -331,6 +343,9 @@ fn migrate(db: &mut Connection) -> rusqlite::Result<()> {
     }
     if history < 2 {
         tx.execute_batch(HISTORY_V2)?;
+    }
+    if history < 3 {
+        tx.execute_batch(HISTORY_V3)?;
     }
     tx.commit()
 }
