@@ -53,8 +53,10 @@ fn req<'a>(call: &'a CallTags, amount: i64, id: Option<&'a str>) -> ReserveReque
 }
 
 fn sqlite(dir: &tempfile::TempDir, clock: &ManualClock, keep_ms: Option<i64>) -> SqliteLedger {
+    // As the server opens its ledgers.
     let mut options = SqliteOptions {
         record_refusals: true,
+        spend_index: true,
         ..SqliteOptions::default()
     };
     if let Some(k) = keep_ms {
@@ -220,26 +222,7 @@ fn a_schema_1_file_is_migrated_in_place_and_keeps_its_books() {
         )
         .unwrap();
     // Older code still opens the file: the additive version is in bursora_meta.
-    assert_eq!((user, history), (1, 3));
-    // Spend queries (the dashboard's breakdowns and series) are answered from the partial
-    // covering index alone, never from the table's random-id primary key.
-    for group in ["model", "provider", "json_extract(tags, '$.\"tenant_id\"')"] {
-        let plan: Vec<String> = db
-            .prepare(&format!(
-                "EXPLAIN QUERY PLAN SELECT (created_at_ms / 3600000) * 3600000 AS b, {group} AS g, SUM(actual) AS s, COUNT(*)
-                 FROM reservations WHERE created_at_ms >= 0 AND created_at_ms < 1 AND state IN ('settled', 'expired', 'usage')
-                 GROUP BY b, g"
-            ))
-            .unwrap()
-            .query_map([], |r| r.get::<_, String>(3))
-            .unwrap()
-            .collect::<Result<_, _>>()
-            .unwrap();
-        assert!(
-            plan.iter().any(|d| d.contains("COVERING INDEX reservations_spent")),
-            "{group}: {plan:?}"
-        );
-    }
+    assert_eq!((user, history), (1, 2));
 }
 
 #[test]
@@ -362,4 +345,51 @@ fn embedded_refusals_write_nothing_by_default() {
         })
         .unwrap();
     assert!(events.is_empty(), "{events:?}");
+}
+
+#[test]
+fn spend_queries_read_a_covering_index_on_the_server_only() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(sqlite(&dir, &ManualClock::new(NOON), None));
+    let db = rusqlite::Connection::open(dir.path().join("ledger.db")).unwrap();
+    // Spend queries (the dashboard's breakdowns and series) are answered from the partial
+    // covering index alone, never from the table's random-id primary key.
+    for group in ["model", "provider", "json_extract(tags, '$.\"tenant_id\"')"] {
+        let plan: Vec<String> = db
+            .prepare(&format!(
+                "EXPLAIN QUERY PLAN SELECT (created_at_ms / 3600000) * 3600000 AS b, {group} AS g, SUM(actual) AS s, COUNT(*)
+                 FROM reservations WHERE created_at_ms >= 0 AND created_at_ms < 1 AND state IN ('settled', 'expired', 'usage')
+                 GROUP BY b, g"
+            ))
+            .unwrap()
+            .query_map([], |r| r.get::<_, String>(3))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert!(
+            plan.iter()
+                .any(|d| d.contains("COVERING INDEX reservations_spent")),
+            "{group}: {plan:?}"
+        );
+    }
+    // The embedded SDK (default options) never runs these queries and goes without the index:
+    // it would cost every settlement an index write.
+    let embedded = dir.path().join("embedded.db");
+    drop(
+        SqliteLedger::open_with_options(
+            &embedded,
+            Arc::new(ManualClock::new(NOON)),
+            SqliteOptions::default(),
+        )
+        .unwrap(),
+    );
+    let count: i64 = rusqlite::Connection::open(&embedded)
+        .unwrap()
+        .query_row(
+            "SELECT COUNT(*) FROM sqlite_master WHERE name = 'reservations_spent'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(count, 0);
 }
