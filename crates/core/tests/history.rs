@@ -56,7 +56,7 @@ fn sqlite(dir: &tempfile::TempDir, clock: &ManualClock, keep_ms: Option<i64>) ->
     // As the server opens its ledgers.
     let mut options = SqliteOptions {
         record_refusals: true,
-        spend_index: true,
+        history_indexes: true,
         ..SqliteOptions::default()
     };
     if let Some(k) = keep_ms {

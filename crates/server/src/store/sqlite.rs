@@ -105,7 +105,7 @@ impl SqliteStore {
             options: SqliteOptions {
                 keep_ended_ms: DEFAULT_RETENTION_MS,
                 record_refusals: true,
-                spend_index: true,
+                history_indexes: true,
             },
         })
     }
