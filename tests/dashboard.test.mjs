@@ -10,6 +10,7 @@
 import { describe, test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
+import http from 'node:http';
 import path from 'node:path';
 import { CHROMIUM, ROOT, launchChromium, startServer } from './support/bursora-server.mjs';
 
@@ -285,6 +286,46 @@ describe('dashboard in headless Chromium', { skip, timeout: 240_000 }, () => {
     assert.equal((await srv.api('GET', '/v1/budgets', secret)).status, 401);
   });
 
+  test('alerts: thresholds set on the page; the one reached is sent once and appears live', async (t) => {
+    const hits = [];
+    const receiver = http.createServer((req, res) => {
+      let body = '';
+      req.on('data', (d) => (body += d));
+      req.on('end', () => {
+        hits.push(JSON.parse(body));
+        res.end('ok');
+      });
+    });
+    await new Promise((r) => receiver.listen(0, '127.0.0.1', r));
+    t.after(() => receiver.close());
+    const hook = `http://127.0.0.1:${receiver.address().port}/hook/SECRET`;
+    const w = await srv.api('POST', `/v1/webhooks?project=${project}`, srv.admin, { url: hook, format: 'json' });
+    assert.equal(w.status, 201, JSON.stringify(w.body));
+    const b = await srv.api('POST', `/v1/budgets?project=${project}`, srv.admin, { name: 'alerting', match: { tenant_id: 'alerted' }, limit_usd: 1, window: 'day' });
+    assert.equal(b.status, 201, JSON.stringify(b.body));
+    await page.goto(`${srv.base}/dashboard/#/alerts`);
+    await ready(page);
+    await page.getByText('No alerts sent yet').waitFor();
+    await page.locator('#webhooks-table').getByText('json').waitFor();
+    assert.ok(!(await page.content()).includes('SECRET'), 'a webhook URL\'s path is a secret');
+    await page.getByLabel(/^alerting \(day\): thresholds/).fill('50, 90');
+    await page.getByRole('button', { name: 'Save thresholds of alerting' }).click();
+    await page.getByText('Thresholds of alerting saved').waitFor();
+    const stored = await srv.api('GET', `/v1/budgets/${b.body.id}/alerts?project=${project}`, srv.admin);
+    assert.deepEqual(stored.body.thresholds, [50, 90]);
+    // 60% of the limit settles: the 50% threshold is reached, the 90% one is not.
+    const r = await srv.api('POST', '/v1/reserve', projectKey, { tags: { tenant_id: 'alerted' }, provider: 'openai', model: 'gpt-4o', amount_nanos: 700_000_000 });
+    assert.equal(r.status, 200, JSON.stringify(r.body));
+    await srv.api('POST', '/v1/settle', projectKey, { items: [{ id: r.body.id, actual_nanos: 600_000_000 }] });
+    const row = page.locator('#alerts-table tr[data-status="delivered"]', { hasText: 'alerting' });
+    await row.waitFor({ timeout: 30_000 });
+    assert.match(await row.textContent(), /50%/);
+    assert.equal(hits.length, 1);
+    assert.equal(hits[0].threshold_pct, 50);
+    assert.equal(hits[0].budget.name, 'alerting');
+    await shot(page, 'alerts');
+  });
+
   test('every control is reachable with Tab and has an accessible name', async () => {
     const cdp = await browser.context.newCDPSession(page);
     await cdp.send('DOM.enable');
@@ -303,7 +344,7 @@ describe('dashboard in headless Chromium', { skip, timeout: 240_000 }, () => {
       const { nodes } = await cdp.send('Accessibility.getPartialAXTree', { nodeId, fetchRelatives: false });
       return { ctl: tagged, role: nodes[0]?.role?.value, name: (nodes[0]?.name?.value ?? '').trim() };
     };
-    for (const hash of ['#/overview', '#/spend', '#/budgets', '#/activity?view=all', '#/keys']) {
+    for (const hash of ['#/overview', '#/spend', '#/budgets', '#/activity?view=all', '#/alerts', '#/keys']) {
       await page.goto(`${srv.base}/dashboard/${hash}`);
       await ready(page);
       // Number every visible control; Tab must reach each of them.

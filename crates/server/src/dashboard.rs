@@ -65,6 +65,7 @@ static ASSETS: &[Asset] = &[
     asset!("js/pages/spend.js", JS),
     asset!("js/pages/budgets.js", JS),
     asset!("js/pages/activity.js", JS),
+    asset!("js/pages/alerts.js", JS),
     asset!("js/pages/keys.js", JS),
 ];
 

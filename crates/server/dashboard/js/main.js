@@ -6,6 +6,7 @@ import { Api, ApiError, session } from "./api.js";
 import { announce, field, h, modal, replace, toast } from "./dom.js";
 import { Live } from "./live.js";
 import * as activity from "./pages/activity.js";
+import * as alerts from "./pages/alerts.js";
 import * as budgets from "./pages/budgets.js";
 import * as keys from "./pages/keys.js";
 import * as overview from "./pages/overview.js";
@@ -17,6 +18,7 @@ const PAGES = [
   { path: "spend", module: spend },
   { path: "budgets", module: budgets },
   { path: "activity", module: activity },
+  { path: "alerts", module: alerts },
   { path: "keys", module: keys },
 ];
 
