@@ -1,33 +1,14 @@
 //! The API contract (SPEC §2, §6), run on the SQLite store and, when
 //! `BURSORA_TEST_DATABASE_URL` is set (`scripts/pg-test.sh`), on Postgres.
 
+#[macro_use]
 mod common;
 
 use axum::http::StatusCode;
 use common::{Server, budget, project, reserve_body, send, send_raw, spend_of};
 use serde_json::{Value, json};
 
-/// Runs each contract test on both stores.
-macro_rules! contract {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(#[tokio::test]
-            async fn $name() {
-                super::$name(&crate::common::sqlite_server().await).await;
-            })*
-        }
-        mod postgres {
-            $(#[tokio::test]
-            async fn $name() {
-                if let Some(s) = crate::common::pg_server().await {
-                    super::$name(&s).await;
-                }
-            })*
-        }
-    };
-}
-
-contract!(
+on_both_stores!(
     auth_401_403_404,
     projects_are_isolated,
     client_mistakes_are_4xx_json,

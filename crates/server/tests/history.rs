@@ -1,6 +1,7 @@
 //! Idempotent reserves, usage delivery, the call history and spend queries, run on the SQLite
 //! store and, when `BURSORA_TEST_DATABASE_URL` is set (`scripts/pg-test.sh`), on Postgres.
 
+#[macro_use]
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -9,27 +10,7 @@ use axum::http::StatusCode;
 use common::{Server, budget, project, send, spend_of};
 use serde_json::{Value, json};
 
-/// Runs each test on both stores.
-macro_rules! contract {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(#[tokio::test]
-            async fn $name() {
-                super::$name(&crate::common::sqlite_server().await).await;
-            })*
-        }
-        mod postgres {
-            $(#[tokio::test]
-            async fn $name() {
-                if let Some(s) = crate::common::pg_server().await {
-                    super::$name(&s).await;
-                }
-            })*
-        }
-    };
-}
-
-contract!(
+on_both_stores!(
     replayed_reserve,
     usage_is_delivered_exactly_once,
     refusals_are_listed,

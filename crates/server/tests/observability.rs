@@ -1,6 +1,7 @@
 //! `GET /metrics` and `GET /v1/openapi.json`, on the SQLite store and, with
 //! `scripts/pg-test.sh`, on Postgres.
 
+#[macro_use]
 mod common;
 
 use axum::body::Body;
@@ -11,26 +12,6 @@ use common::{Server, budget, project, reserve_body, send, sqlite_server};
 use http_body_util::BodyExt;
 use serde_json::{Value, json};
 use tower::ServiceExt;
-
-/// Runs each test on both stores.
-macro_rules! on_both_stores {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(#[tokio::test]
-            async fn $name() {
-                super::$name(&crate::common::sqlite_server().await).await;
-            })*
-        }
-        mod postgres {
-            $(#[tokio::test]
-            async fn $name() {
-                if let Some(s) = crate::common::pg_server().await {
-                    super::$name(&s).await;
-                }
-            })*
-        }
-    };
-}
 
 on_both_stores!(metrics_count_decisions_settlements_and_latency);
 

@@ -1,5 +1,26 @@
 //! Test servers (the router driven with `oneshot`, no socket) on SQLite or Postgres, and helpers.
-#![allow(dead_code, clippy::print_stderr)]
+#![allow(dead_code, unused_macros, clippy::print_stderr)]
+
+/// Runs each named `async fn(&Server)` test on both stores: `mod sqlite` and `mod postgres` (which
+/// says nothing and passes when `BURSORA_TEST_DATABASE_URL` is unset; `scripts/pg-test.sh` sets it).
+macro_rules! on_both_stores {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(#[tokio::test]
+            async fn $name() {
+                super::$name(&crate::common::sqlite_server().await).await;
+            })*
+        }
+        mod postgres {
+            $(#[tokio::test]
+            async fn $name() {
+                if let Some(s) = crate::common::pg_server().await {
+                    super::$name(&s).await;
+                }
+            })*
+        }
+    };
+}
 
 use std::path::Path;
 
