@@ -3,7 +3,8 @@
 //! Every change is one `BEGIN IMMEDIATE` transaction: it takes the file's write lock before it
 //! reads a counter, so two processes can never both see the same headroom. The file runs in WAL
 //! mode with `synchronous=NORMAL`: a committed reservation survives a crash of the process (not
-//! necessarily a power cut of the machine), and readers never block the writer.
+//! necessarily a power cut of the machine), and readers never block the writer. Reserves and
+//! settlements from several threads at once share transactions (`group`).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -14,7 +15,10 @@ use rusqlite::{
     Connection, ErrorCode, OpenFlags, OptionalExtension, Transaction, TransactionBehavior, params,
 };
 
+mod group;
 mod history;
+
+use group::{Group, Op};
 
 use super::history::{EventKind, RefusedBy, Tokens, new_refusal_id, tags_json};
 use super::{
@@ -147,6 +151,8 @@ struct Conn {
 /// A ledger in a SQLite file, safe to share between threads and between processes.
 pub struct SqliteLedger {
     conn: Mutex<Conn>,
+    /// Reserves and settlements waiting to share a transaction.
+    group: Group,
     clock: SharedClock,
     ids: IdGen,
     path: PathBuf,
@@ -230,6 +236,7 @@ impl SqliteLedger {
         }
         let ledger = Self {
             conn: Mutex::new(conn),
+            group: Group::default(),
             clock,
             ids: IdGen::new(),
             path,
@@ -262,7 +269,18 @@ impl SqliteLedger {
         f: impl FnOnce(&Transaction<'_>, &mut Cache<'_>) -> Result<T>,
     ) -> Result<T> {
         let mut guard = self.conn.lock();
-        let conn = &mut *guard;
+        let (tx, mut cache) = self.begin(&mut guard, behavior)?;
+        let out = f(&tx, &mut cache)?;
+        tx.commit().map_err(|e| storage_error(&self.path, &e))?;
+        Ok(out)
+    }
+
+    /// Begins a transaction on `conn`, with the budgets reloaded if another writer changed them.
+    fn begin<'c>(
+        &'c self,
+        conn: &'c mut Conn,
+        behavior: TransactionBehavior,
+    ) -> Result<(Transaction<'c>, Cache<'c>)> {
         let tx = conn
             .db
             .transaction_with_behavior(behavior)
@@ -275,16 +293,14 @@ impl SqliteLedger {
             conn.budgets = load_budgets(&tx, &self.path)?;
             conn.budgets_version = version;
         }
-        let mut cache = Cache {
+        let cache = Cache {
             budgets: &mut conn.budgets,
             version: &mut conn.budgets_version,
             next_sweep_ms: &mut conn.next_sweep_ms,
             next_prune_ms: &mut conn.next_prune_ms,
             path: &self.path,
         };
-        let out = f(&tx, &mut cache)?;
-        tx.commit().map_err(|e| storage_error(&self.path, &e))?;
-        Ok(out)
+        Ok((tx, cache))
     }
 
     fn err(&self, e: &rusqlite::Error) -> Error {
@@ -596,7 +612,112 @@ fn replay(tx: &Transaction<'_>, id: &str, path: &Path) -> Result<Option<Reservat
 impl SqliteLedger {
     fn end(&self, id: &str, actual: Option<NanoUsd>) -> Result<Settlement> {
         let now = self.clock.now_ms();
-        self.write(|tx, _| self.end_in(tx, id, actual, now, Tokens::default()))
+        self.grouped(Op::End {
+            id: id.to_owned(),
+            actual,
+            now,
+        })
+        .into_settlement()
+    }
+
+    /// One reservation inside the caller's transaction. The outer `Err` is a failure (undo
+    /// what it wrote); the inner one a refusal, whose event (if recorded) is kept.
+    fn reserve_in(
+        &self,
+        tx: &Transaction<'_>,
+        cache: &mut Cache<'_>,
+        req: &ReserveRequest<'_>,
+        ttl_ms: i64,
+        now: i64,
+    ) -> Result<Result<Reservation>> {
+        if now >= *cache.next_sweep_ms {
+            cache.sweep(tx, now, self.options.keep_ended_ms)?;
+        }
+        if let Some(id) = req.id
+            && let Some(r) = replay(tx, id, &self.path)?
+        {
+            return Ok(Ok(r));
+        }
+        let budgets = &*cache.budgets;
+        let plan = plan_counters(budgets, req.call, now);
+        let mut rows = Vec::with_capacity(plan.len());
+        for c in &plan {
+            rows.push(read_counter(tx, &budgets[c.budget].id, c).map_err(|e| self.err(&e))?);
+        }
+        let states: Vec<CounterState> = rows
+            .iter()
+            .map(|r| {
+                let (spent, reserved, _) = r.unwrap_or_default();
+                CounterState {
+                    spent: NanoUsd::from_nanos_clamped(spent),
+                    reserved: NanoUsd::from_nanos_clamped(reserved),
+                }
+            })
+            .collect();
+        let (amount, capped) = match decide(budgets, &plan, &states, req.amount, req.policy) {
+            Decision::Reserve { amount, capped } => (amount, capped),
+            Decision::Refuse { counter } => {
+                let refusal = exceeded(budgets, &plan, &states, counter, req.amount);
+                if let (true, Error::BudgetExceeded(x)) = (self.options.record_refusals, &refusal) {
+                    let by = RefusedBy {
+                        id: x.id.to_string(),
+                        name: x.name.clone(),
+                        key: x.key.clone(),
+                    };
+                    let by = serde_json::to_string(&by).map_err(|e| Error::Storage {
+                        message: e.to_string(),
+                    })?;
+                    tx.prepare_cached(
+                        "INSERT INTO reservations (id, amount, state, created_at_ms, expires_at_ms, ended_at_ms, counters,
+                         tags, provider, model, requested, refused_by) VALUES (?1, 0, 'refused', ?2, ?2, ?2, '[]', ?3, ?4, ?5, ?6, ?7)",
+                    )
+                    .and_then(|mut s| s.execute(params![new_refusal_id(), now, tags_json(req.call), req.call.provider, req.call.model, req.amount.nanos(), by]))
+                    .map_err(|e| self.err(&e))?;
+                }
+                return Ok(Err(refusal));
+            }
+        };
+        let mut stored: Vec<StoredCounter> = Vec::with_capacity(plan.len());
+        for (c, row) in plan.iter().zip(&rows) {
+            let id = &*budgets[c.budget].id;
+            let (spent, reserved, overrun) = row.unwrap_or_default();
+            write_counter(
+                tx,
+                (id, &c.key, c.window_start_ms),
+                (
+                    NanoUsd::from_nanos_clamped(spent),
+                    NanoUsd::from_nanos_clamped(reserved).saturating_add(amount),
+                    NanoUsd::from_nanos_clamped(overrun),
+                ),
+            )
+            .map_err(|e| self.err(&e))?;
+            stored.push((id.to_owned(), c.key.clone(), c.window_start_ms));
+        }
+        let id = req.id.map_or_else(|| self.ids.next(), str::to_owned);
+        let expires_at_ms = now.saturating_add(ttl_ms);
+        let counters = serde_json::to_string(&stored).map_err(|e| Error::Storage {
+            message: e.to_string(),
+        })?;
+        tx.prepare_cached(
+            "INSERT INTO reservations (id, amount, state, created_at_ms, expires_at_ms, counters, tags, provider, model, requested)
+             VALUES (?1, ?2, 'active', ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+        )
+        .and_then(|mut s| {
+            s.execute(params![
+                id, amount.nanos(), now, expires_at_ms, counters,
+                tags_json(req.call), req.call.provider, req.call.model, req.amount.nanos()
+            ])
+        })
+        .map_err(|e| self.err(&e))?;
+        Ok(Ok(Reservation {
+            id,
+            amount,
+            capped,
+            budgets: stored.len(),
+            expires_at_ms,
+            replayed: false,
+            ended: None,
+        }))
     }
 
     fn end_in(
@@ -680,81 +801,15 @@ impl Ledger for SqliteLedger {
             super::validate_reservation_id(id)?;
         }
         let now = self.clock.now_ms();
-        // The inner result is the decision: a refusal commits its event and is returned as is.
-        self.write(|tx, cache| {
-            if now >= *cache.next_sweep_ms {
-                cache.sweep(tx, now, self.options.keep_ended_ms)?;
-            }
-            if let Some(id) = req.id
-                && let Some(r) = replay(tx, id, &self.path)?
-            {
-                return Ok(Ok(r));
-            }
-            let budgets = &*cache.budgets;
-            let plan = plan_counters(budgets, req.call, now);
-            let mut rows = Vec::with_capacity(plan.len());
-            for c in &plan {
-                rows.push(read_counter(tx, &budgets[c.budget].id, c).map_err(|e| self.err(&e))?);
-            }
-            let states: Vec<CounterState> = rows
-                .iter()
-                .map(|r| {
-                    let (spent, reserved, _) = r.unwrap_or_default();
-                    CounterState {
-                        spent: NanoUsd::from_nanos_clamped(spent),
-                        reserved: NanoUsd::from_nanos_clamped(reserved),
-                    }
-                })
-                .collect();
-            let (amount, capped) = match decide(budgets, &plan, &states, req.amount, req.policy) {
-                Decision::Reserve { amount, capped } => (amount, capped),
-                Decision::Refuse { counter } => {
-                    let refusal = exceeded(budgets, &plan, &states, counter, req.amount);
-                    if let (true, Error::BudgetExceeded(x)) = (self.options.record_refusals, &refusal) {
-                        let by = RefusedBy { id: x.id.to_string(), name: x.name.clone(), key: x.key.clone() };
-                        let by = serde_json::to_string(&by).map_err(|e| Error::Storage { message: e.to_string() })?;
-                        tx.prepare_cached(
-                            "INSERT INTO reservations (id, amount, state, created_at_ms, expires_at_ms, ended_at_ms, counters,
-                             tags, provider, model, requested, refused_by) VALUES (?1, 0, 'refused', ?2, ?2, ?2, '[]', ?3, ?4, ?5, ?6, ?7)",
-                        )
-                        .and_then(|mut s| s.execute(params![new_refusal_id(), now, tags_json(req.call), req.call.provider, req.call.model, req.amount.nanos(), by]))
-                        .map_err(|e| self.err(&e))?;
-                    }
-                    return Ok(Err(refusal));
-                }
-            };
-            let mut stored: Vec<StoredCounter> = Vec::with_capacity(plan.len());
-            for (c, row) in plan.iter().zip(&rows) {
-                let id = &*budgets[c.budget].id;
-                let (spent, reserved, overrun) = row.unwrap_or_default();
-                write_counter(
-                    tx,
-                    (id, &c.key, c.window_start_ms),
-                    (
-                        NanoUsd::from_nanos_clamped(spent),
-                        NanoUsd::from_nanos_clamped(reserved).saturating_add(amount),
-                        NanoUsd::from_nanos_clamped(overrun),
-                    ),
-                )
-                .map_err(|e| self.err(&e))?;
-                stored.push((id.to_owned(), c.key.clone(), c.window_start_ms));
-            }
-            let id = req.id.map_or_else(|| self.ids.next(), str::to_owned);
-            let expires_at_ms = now.saturating_add(ttl_ms);
-            let counters = serde_json::to_string(&stored).map_err(|e| Error::Storage { message: e.to_string() })?;
-            tx.prepare_cached(
-                "INSERT INTO reservations (id, amount, state, created_at_ms, expires_at_ms, counters, tags, provider, model, requested)
-                 VALUES (?1, ?2, 'active', ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-            )
-            .and_then(|mut s| {
-                s.execute(params![
-                    id, amount.nanos(), now, expires_at_ms, counters,
-                    tags_json(req.call), req.call.provider, req.call.model, req.amount.nanos()
-                ])
-            })
-            .map_err(|e| self.err(&e))?;
-            Ok(Ok(Reservation { id, amount, capped, budgets: stored.len(), expires_at_ms, replayed: false, ended: None }))
-        })?
+        self.grouped(Op::Reserve {
+            call: req.call.clone(),
+            amount: req.amount,
+            policy: req.policy,
+            ttl_ms,
+            id: req.id.map(str::to_owned),
+            now,
+        })
+        .into_reservation()
     }
 
     fn settle(&self, id: &str, actual: NanoUsd) -> Result<Settlement> {
