@@ -637,7 +637,8 @@ impl Guard {
     /// Hands how a call ended to the reporter; returns at once. Unknown ids are ignored (already
     /// finished).
     pub fn finish(&self, id: &str, ending: CallEnding<'_>) {
-        let Some(f) = self.inflight.lock().remove(id) else {
+        // The map's own key becomes the job's id: no copy of it per call.
+        let Some((id, f)) = self.inflight.lock().remove_entry(id) else {
             return;
         };
         let ending = match ending {
@@ -664,7 +665,7 @@ impl Guard {
             CallEnding::Unknown => Ending::Unknown,
         };
         let job = Job {
-            id: id.to_owned(),
+            id,
             model: f.model,
             context: f.context,
             reserved: f.reserved,
