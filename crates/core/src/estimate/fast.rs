@@ -185,6 +185,36 @@ mod tests {
         assert!(chat(r#"{"model":"gpt-4o","messages":[]"#).is_none());
     }
 
+    /// Bodies as text (numbers spelled as a client might): whenever the fast path answers, the
+    /// full path reads the same text to the same estimate.
+    #[test]
+    fn numbers_are_read_alike() {
+        for limit in [
+            "0",
+            "-0",
+            "64",
+            "64.0",
+            "1e2",
+            "-1",
+            "18446744073709551615",
+            "18446744073709551616",
+        ] {
+            for key in ["max_tokens", "max_completion_tokens", "n"] {
+                let text = format!(
+                    r#"{{"model":"gpt-4o","messages":[{{"role":"user","content":"hi"}}],"{key}":{limit}}}"#
+                );
+                if let Some(quick) = chat(&text) {
+                    let full: Value = serde_json::from_str(&text).unwrap();
+                    assert_eq!(
+                        Some(quick),
+                        estimate(Endpoint::ChatCompletions, &full).ok(),
+                        "{text}"
+                    );
+                }
+            }
+        }
+    }
+
     #[test]
     fn the_chat_corpus_matches_the_full_estimate() {
         let corpus: Vec<Value> =
