@@ -173,12 +173,13 @@ console.log(`# Bursora per-call overhead (openai ${OPENAI_VERSION} client, in-pr
 console.log('');
 console.log(`node ${process.version}, ${os.cpus()[0]?.model ?? 'cpu'} x${os.cpus().length}, load average ${os.loadavg()[0].toFixed(2)}; per client and scenario ${WARMUP} warm-up + ${ROUNDS} rounds × ${PER_ROUND} measured calls, bare and wrapped alternating; each figure is the median over rounds.`);
 console.log('');
-console.log('| scenario | bare p50 (µs) | bare p99 (µs) | wrapped p50 (µs) | wrapped p99 (µs) | added p50 (µs) | added p99 (µs) | target added p50 / p99 (µs) |');
-console.log('|---|---:|---:|---:|---:|---:|---:|---|');
+console.log('| scenario | bare p50 (µs) | bare p99 (µs) | wrapped p50 (µs) | wrapped p99 (µs) | added p50 (µs) | added p99 (µs) | wrapped ÷ bare p50 / p99 | target added p50 / p99 (µs) |');
+console.log('|---|---:|---:|---:|---:|---:|---:|---:|---|');
 for (const [name, r] of Object.entries(results)) {
   const a50 = r.added50;
   const a99 = r.added99;
-  console.log(`| ${name} | ${f(r.bare50)} | ${f(r.bare99)} | ${f(r.wrapped50)} | ${f(r.wrapped99)} | ${f(a50)} | ${f(a99)} | ≤ ${TARGET_P50_US} (${verdict(a50, TARGET_P50_US)}) / ≤ ${TARGET_P99_US} (${verdict(a99, TARGET_P99_US)}) |`);
+  const ratio = `${(r.wrapped50 / r.bare50).toFixed(2)} / ${(r.wrapped99 / r.bare99).toFixed(2)}`;
+  console.log(`| ${name} | ${f(r.bare50)} | ${f(r.bare99)} | ${f(r.wrapped50)} | ${f(r.wrapped99)} | ${f(a50)} | ${f(a99)} | ${ratio} | ≤ ${TARGET_P50_US} (${verdict(a50, TARGET_P50_US)}) / ≤ ${TARGET_P99_US} (${verdict(a99, TARGET_P99_US)}) |`);
 }
 console.log('');
 const mib = (b) => `${b >= 0 ? '+' : ''}${(b / 2 ** 20).toFixed(1)} MiB`;

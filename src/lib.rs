@@ -11,7 +11,9 @@ use std::sync::Arc;
 
 use bursora_core::Error as CoreError;
 use bursora_core::budget::Tags;
-use bursora_core::estimate::{Endpoint, count_tokens as core_count_tokens, encoding_for_model};
+use bursora_core::estimate::{
+    Endpoint, count_tokens as core_count_tokens, encoding_for_model, estimate_plain,
+};
 use bursora_core::guard::{CallEnding, Guard, GuardOptions};
 use bursora_core::ledger::BudgetStatus;
 use bursora_core::warn::Warning;
@@ -236,21 +238,27 @@ impl NativeGuard {
         provider: Option<String>,
         base_url: Option<String>,
     ) -> Result<Either<String, NativeAdmission>, String> {
-        let body = parse_json(&body_json, "the request body")?;
+        let endpoint = endpoint(endpoint_code)?;
         let empty = Tags::default();
         let tags = tags.map_or(&empty, |t| &*t.inner);
-        let result = self.inner.admit(
-            endpoint(endpoint_code)?,
-            &body,
-            tags,
-            provider.as_deref(),
-            base_url.as_deref(),
-        );
+        let (provider, base_url) = (provider.as_deref(), base_url.as_deref());
+        // A plain chat body is estimated from its text; any other is parsed into a `Value`.
+        let result = match estimate_plain(endpoint, &body_json) {
+            Some(est) => self
+                .inner
+                .admit_estimate(endpoint, est, tags, provider, base_url),
+            None => {
+                let body = parse_json(&body_json, "the request body")?;
+                self.inner.admit(endpoint, &body, tags, provider, base_url)
+            }
+        };
         match result {
             Ok(a) if !a.capped && !a.unreserved && !self.inner.has_warnings() => {
                 Ok(Either::A(a.id))
             }
-            other => admission_to_js(&self.inner, other, || model_of(&body)).map(Either::B),
+            other => {
+                admission_to_js(&self.inner, other, || model_of_json(&body_json)).map(Either::B)
+            }
         }
     }
 
@@ -375,6 +383,13 @@ impl NativeGuard {
     pub fn take_warnings(&self) -> Vec<NativeWarning> {
         warnings_to_js(self.inner.take_warnings())
     }
+}
+
+/// [`model_of`] of a body given as JSON text (refusals only: never on the admitted path).
+fn model_of_json(body_json: &str) -> String {
+    serde_json::from_str::<serde_json::Value>(body_json)
+        .map(|body| model_of(&body))
+        .unwrap_or_default()
 }
 
 fn model_of(body: &serde_json::Value) -> String {

@@ -46,9 +46,10 @@ pub fn validate_tag_value(key: &str, value: &str) -> Result<()> {
     Ok(())
 }
 
-/// A validated set of tags, sorted by key, each key once.
+/// A validated set of tags, sorted by key, each key once. Shared, not copied, by clones: every
+/// call made in a tag scope carries the scope's tags into its reservation.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
-pub struct Tags(Vec<(String, String)>);
+pub struct Tags(Arc<[(String, String)]>);
 
 impl Tags {
     /// Validates and sorts tags. A repeated key keeps its last value (later scopes win).
@@ -77,7 +78,7 @@ impl Tags {
             )));
         }
         tags.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-        Ok(Self(tags))
+        Ok(Self(tags.into()))
     }
 
     /// These tags with `inner` laid over them (inner wins on the same key).

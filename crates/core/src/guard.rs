@@ -337,6 +337,22 @@ impl Guard {
         base_url: Option<&str>,
     ) -> Result<Prepared> {
         let est = estimate(endpoint, body)?;
+        self.prepare_estimate(endpoint, est, tags, provider, base_url)
+    }
+
+    /// [`Guard::prepare`] of a request already estimated (e.g. by
+    /// [`crate::estimate::estimate_plain`], straight from its JSON text).
+    ///
+    /// # Errors
+    /// [`Error::UnknownModel`] under `unknownModel: "block"`.
+    pub fn prepare_estimate(
+        &self,
+        endpoint: Endpoint,
+        est: RequestEstimate,
+        tags: &Tags,
+        provider: Option<&str>,
+        base_url: Option<&str>,
+    ) -> Result<Prepared> {
         // Every endpoint here speaks OpenAI's API: price by OpenAI's table when nothing else
         // (explicit provider, base URL, model name) identifies the provider.
         let mut model_ref = ModelRef::new(&est.model).with_dialect("openai");
@@ -370,7 +386,7 @@ impl Guard {
                 .clone()
                 .or_else(|| provider.map(str::to_owned))
                 .unwrap_or_default(),
-            model: est.model.clone(),
+            model: est.model,
         };
         Ok(Prepared {
             call,
@@ -441,6 +457,32 @@ impl Guard {
             ));
         };
         let p = self.prepare(endpoint, body, tags, provider, base_url)?;
+        self.reserve_local(ledger, p)
+    }
+
+    /// [`Guard::admit`] of a request already estimated (e.g. by
+    /// [`crate::estimate::estimate_plain`], straight from its JSON text).
+    ///
+    /// # Errors
+    /// As [`Guard::admit`], less the malformed body.
+    pub fn admit_estimate(
+        &self,
+        endpoint: Endpoint,
+        est: RequestEstimate,
+        tags: &Tags,
+        provider: Option<&str>,
+        base_url: Option<&str>,
+    ) -> Result<Admission> {
+        let Backend::Local(ledger) = &self.backend else {
+            return Err(Error::config(
+                "this guard reserves on bursora-server: admissions are asynchronous (admit_async)",
+            ));
+        };
+        let p = self.prepare_estimate(endpoint, est, tags, provider, base_url)?;
+        self.reserve_local(ledger, p)
+    }
+
+    fn reserve_local(&self, ledger: &Arc<dyn Ledger>, p: Prepared) -> Result<Admission> {
         let request = ReserveRequest {
             call: &p.call,
             amount: p.amount,
@@ -595,7 +637,8 @@ impl Guard {
     /// Hands how a call ended to the reporter; returns at once. Unknown ids are ignored (already
     /// finished).
     pub fn finish(&self, id: &str, ending: CallEnding<'_>) {
-        let Some(f) = self.inflight.lock().remove(id) else {
+        // The map's own key becomes the job's id: no copy of it per call.
+        let Some((id, f)) = self.inflight.lock().remove_entry(id) else {
             return;
         };
         let ending = match ending {
@@ -622,7 +665,7 @@ impl Guard {
             CallEnding::Unknown => Ending::Unknown,
         };
         let job = Job {
-            id: id.to_owned(),
+            id,
             model: f.model,
             context: f.context,
             reserved: f.reserved,

@@ -20,6 +20,7 @@
 mod chat;
 mod content;
 mod embeddings;
+mod fast;
 mod media;
 mod pieces;
 mod responses;
@@ -161,12 +162,27 @@ pub fn estimate(endpoint: Endpoint, body: &Value) -> Result<RequestEstimate> {
 /// # Errors
 /// [`Error::InvalidInput`] when `body` is not valid JSON, and as for [`estimate`].
 pub fn estimate_json(endpoint: Endpoint, body: &str) -> Result<RequestEstimate> {
+    if let Some(est) = estimate_plain(endpoint, body) {
+        return Ok(est);
+    }
     let value: Value = serde_json::from_str(body).map_err(|e| {
         Error::invalid(format!(
             "request body is not valid JSON ({e}); pass the exact JSON text of the request body"
         ))
     })?;
     estimate(endpoint, &value)
+}
+
+/// [`estimate_json`] of a plain chat completion body (text messages, sampling options), read
+/// without building a `Value` tree; `None` for any other body or endpoint, which
+/// [`estimate`] then reads (and, if it is invalid, explains). When it answers, the answer is
+/// [`estimate`]'s.
+#[must_use]
+pub fn estimate_plain(endpoint: Endpoint, body: &str) -> Option<RequestEstimate> {
+    match endpoint {
+        Endpoint::ChatCompletions => fast::chat(body),
+        Endpoint::Responses | Endpoint::Embeddings => None,
+    }
 }
 
 /// What an endpoint walker found besides tokens.

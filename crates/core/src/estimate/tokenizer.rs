@@ -120,8 +120,9 @@ const MEMO_MIN_BYTES: usize = 512;
 
 /// Texts at least this long have their counts remembered process-wide: an agent re-sends its
 /// system prompt and history with every call, and a hash of a message is far cheaper than a BPE
-/// pass over it.
-const CACHE_MIN_BYTES: usize = 8;
+/// pass over it. Short texts too (a message's role, a name): their BPE pass allocates an
+/// encoder, the lookup does not. One byte is one token, never looked up.
+const CACHE_MIN_BYTES: usize = 2;
 /// Remembered counts at most; past this the cache starts over (a few hundred KiB).
 const CACHE_CAPACITY: usize = 16_384;
 

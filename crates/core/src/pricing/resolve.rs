@@ -151,7 +151,9 @@ pub struct Pricer {
     overrides: HashMap<String, ModelPrice>,
     policy: UnknownModelPolicy,
     sink: SharedSink,
-    cache: RwLock<HashMap<String, Arc<ResolvedModel>>>,
+    /// foldhash, seeded per process: several times cheaper than SipHash on these keys, and
+    /// model names (which come from requests) still cannot be chosen to collide.
+    cache: RwLock<HashMap<String, Arc<ResolvedModel>, foldhash::fast::RandomState>>,
     /// Models already warned about, so each warning is given once.
     warned: Mutex<HashSet<(&'static str, String)>>,
 }
@@ -205,7 +207,7 @@ impl Pricer {
             overrides: map,
             policy,
             sink,
-            cache: RwLock::new(HashMap::new()),
+            cache: RwLock::new(HashMap::default()),
             warned: Mutex::new(HashSet::new()),
         })
     }
@@ -234,11 +236,20 @@ impl Pricer {
     /// [`Error::InvalidInput`] for an empty model name; [`Error::UnknownModel`] for an unknown
     /// model under [`UnknownModelPolicy::Block`].
     pub fn resolve(&self, model: &ModelRef<'_>) -> Result<Arc<ResolvedModel>> {
-        let key = cache_key(model);
-        let cached = self.cache.read().get(&key).cloned();
+        // The key is built in a buffer kept per thread: a hit allocates nothing.
+        let cached = KEY.with_borrow_mut(|key| {
+            cache_key_into(key, model);
+            let hit = self.cache.read().get(key.as_str()).cloned();
+            // A model name comes from the request: keep no huge buffer around.
+            if key.capacity() > 1024 {
+                *key = String::new();
+            }
+            hit
+        });
         let resolved = match cached {
             Some(resolved) => resolved,
             None => {
+                let key = cache_key(model);
                 if model.model.trim().is_empty() {
                     return Err(Error::invalid("the request names no model"));
                 }
@@ -464,9 +475,22 @@ impl Pricer {
     }
 }
 
+thread_local! {
+    /// [`Pricer::resolve`]'s key buffer (at most 1 KiB is kept).
+    static KEY: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
+}
+
 /// The cache key: the three parts, with `None` distinct from any string.
 fn cache_key(model: &ModelRef<'_>) -> String {
-    let mut key = String::with_capacity(
+    let mut key = String::new();
+    cache_key_into(&mut key, model);
+    key
+}
+
+/// [`cache_key`] written into `key`, which is cleared first.
+fn cache_key_into(key: &mut String, model: &ModelRef<'_>) {
+    key.clear();
+    key.reserve(
         model.model.len()
             + model.provider.map_or(1, str::len)
             + model.base_url.map_or(1, str::len)
@@ -483,7 +507,6 @@ fn cache_key(model: &ModelRef<'_>) -> String {
         key.push('\u{1f}');
     }
     key.push_str(model.model);
-    key
 }
 
 /// The names to try for a model, most specific first: as given, the `ft:` base model
