@@ -26,7 +26,7 @@ use bursora_core::ledger::Policy;
 use bursora_core::ledger::history::{SettleWith, Tokens};
 use bursora_core::window::Window;
 use bursora_server::Store;
-use bursora_server::store::{PgStore, ReserveCoalescer, ReserveInput, SqliteStore};
+use bursora_server::store::{PgStore, ReserveInput, SqliteStore};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
@@ -568,11 +568,10 @@ async fn store_project(store: &Store) -> String {
     project.id
 }
 
-/// The store in this process, reserving plainly or through the Postgres group commit.
+/// The store in this process.
 #[derive(Clone)]
 struct InProcess {
     store: Arc<Store>,
-    coalescer: Option<ReserveCoalescer>,
 }
 
 impl InProcess {
@@ -584,11 +583,7 @@ impl InProcess {
             ttl_ms: None,
             id: None,
         };
-        let r = match &self.coalescer {
-            Some(c) => c.reserve(project, input).await,
-            None => self.store.reserve(project, input).await,
-        };
-        r.ok().map(|r| r.id)
+        self.store.reserve(project, input).await.ok().map(|r| r.id)
     }
 
     async fn settle(&self, project: &str, ids: Vec<String>) -> u64 {
@@ -767,7 +762,7 @@ async fn run_store(
     }
     // The same store code in this process: what HTTP, auth and JSON add.
     let dir = tempfile::tempdir().expect("temp dir");
-    let mut variants: Vec<(&str, Arc<Store>, Option<ReserveCoalescer>)> = Vec::new();
+    let mut variants: Vec<(&str, Arc<Store>)> = Vec::new();
     match database_url {
         Some(url) => {
             let sqlx_default = PgStore::connect(url, 16).await.expect("postgres");
@@ -777,17 +772,10 @@ async fn run_store(
             variants.push((
                 "store alone, sqlx's default pool (pings every connection it hands out)",
                 Arc::new(Store::Postgres(sqlx_default)),
-                None,
             ));
             variants.push((
                 "store alone, the server's pool",
-                Arc::new(Store::Postgres(serving.clone())),
-                None,
-            ));
-            variants.push((
-                "store alone, the server's pool + group commit (`ReserveCoalescer`)",
-                Arc::new(Store::Postgres(serving.clone())),
-                Some(ReserveCoalescer::new(serving)),
+                Arc::new(Store::Postgres(serving)),
             ));
         }
         None => variants.push((
@@ -795,35 +783,30 @@ async fn run_store(
             Arc::new(Store::Sqlite(
                 SqliteStore::open(dir.path()).expect("sqlite"),
             )),
-            None,
         )),
     }
-    for (label, store, coalescer) in variants {
-        if coalescer.is_none() {
-            let mut pings = Vec::with_capacity(cfg.calls);
-            for _ in 0..cfg.calls {
-                let start = Instant::now();
-                store.ping().await.expect("ping");
-                pings.push(start.elapsed());
-            }
-            pings.sort_unstable();
-            let mean =
-                pings.iter().sum::<Duration>() / u32::try_from(pings.len().max(1)).unwrap_or(1);
-            rows.push(Row {
-                store: name,
-                scenario: format!("{label}: `ping` (`SELECT 1`), sequential"),
-                p50: Some(percentile(&pings, 0.50)),
-                p99: Some(percentile(&pings, 0.99)),
-                ops: 1.0 / mean.as_secs_f64(),
-                target: "-".into(),
-                met: None,
-                errors: 0,
-                load: load_avg(),
-            });
+    for (label, store) in variants {
+        let mut pings = Vec::with_capacity(cfg.calls);
+        for _ in 0..cfg.calls {
+            let start = Instant::now();
+            store.ping().await.expect("ping");
+            pings.push(start.elapsed());
         }
+        pings.sort_unstable();
+        let mean = pings.iter().sum::<Duration>() / u32::try_from(pings.len().max(1)).unwrap_or(1);
+        rows.push(Row {
+            store: name,
+            scenario: format!("{label}: `ping` (`SELECT 1`), sequential"),
+            p50: Some(percentile(&pings, 0.50)),
+            p99: Some(percentile(&pings, 0.99)),
+            ops: 1.0 / mean.as_secs_f64(),
+            target: "-".into(),
+            met: None,
+            errors: 0,
+            load: load_avg(),
+        });
         let inproc = InProcess {
             store: store.clone(),
-            coalescer,
         };
         let (times, rate) = store_alone(name, inproc, cfg.calls, cfg.clients, cfg.secs).await;
         rows.push(Row {
