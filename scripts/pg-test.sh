@@ -53,6 +53,8 @@ as_pg "$bin/pg_ctl" -D "$dir/data" -l "$dir/log" -w -s \
 as_pg "$bin/createdb" -h 127.0.0.1 -p "$port" -U postgres bursora_test
 
 export BURSORA_TEST_DATABASE_URL="postgres://postgres@127.0.0.1:$port/bursora_test"
+# For the bench: the cluster's processes (CPU per reservation) and how durable it is.
+export BURSORA_TEST_PG_DATA="$dir/data" BURSORA_TEST_PG_DURABILITY="$durability"
 if [ "${1:-}" = "--run" ]; then
   shift
   "$@"

@@ -522,14 +522,18 @@ async fn step(
              FROM counters c JOIN want ON c.budget_id = want.b AND c.key = want.k AND c.window_start_ms = want.w
              ORDER BY c.budget_id, c.key, c.window_start_ms
              FOR UPDATE OF c
+         ), s AS MATERIALIZED (
+             SELECT (SELECT budgets_version FROM projects WHERE id = $1) AS v,
+                    CASE WHEN cardinality($9::text[]) > 0 THEN
+                        (SELECT array_agg(r.id::text) FROM UNNEST($9::text[]) AS x (id)
+                         JOIN reservations r ON r.project_id = $1 AND r.id = x.id)
+                    END AS taken
          ), go AS MATERIALIZED (
              SELECT s.v, s.taken, s.v = $2 AND s.taken IS NULL AND (
                  SELECT count(*) FROM want LEFT JOIN cur ON cur.b = want.b AND cur.k = want.k AND cur.w = want.w
                  WHERE (cur.b IS NULL AND want.es = -2) OR (cur.spent = want.es AND cur.reserved = want.er)
              ) = cardinality($3::text[]) AS ok
-             FROM (SELECT (SELECT budgets_version FROM projects WHERE id = $1) AS v,
-                          (SELECT array_agg(r.id::text) FROM reservations r
-                           WHERE r.project_id = $1 AND r.id = ANY($9::text[])) AS taken) s
+             FROM s
          ), upd AS (
              UPDATE counters c SET reserved = c.reserved + want.d FROM want, go
              WHERE go.ok AND want.d <> 0
