@@ -10,8 +10,9 @@
 //!   version this replica cached (`projects.budgets_version`, moved by a trigger on every budget
 //!   change), every counter holds exactly the `(spent, reserved)` it was decided on (or is still
 //!   absent), and no client-chosen id of the group names a row already;
-//! - only then adds the group's amounts to `reserved` and inserts its reservation and refusal
-//!   rows, and commits (a single statement is its own transaction);
+//! - only then adds the group's amounts to `reserved` (creating the counter rows an admitted
+//!   call is the first to land in) and inserts its reservation and refusal rows, and commits (a
+//!   single statement is its own transaction);
 //! - answers the counters' current figures either way.
 //!
 //! The figures come from what this replica saw last (the previous group's answer, a settlement's
@@ -35,7 +36,7 @@ use sqlx::Row;
 use sqlx::postgres::PgConnection;
 use tokio::sync::oneshot;
 
-use super::{CounterId, Fail, PgStore, columns, load_budgets, retryable, storage};
+use super::{CounterId, Fail, PgStore, load_budgets, retryable, storage};
 use crate::store::{ReserveInput, new_id, now_ms};
 
 /// Most reservations one statement takes; the rest wait for the next turn.
@@ -109,13 +110,6 @@ impl Groups {
             figures.clear();
         }
         figures.extend(seen);
-    }
-
-    fn forget(&self, counters: &[CounterId]) {
-        let mut figures = lock(&self.figures);
-        for c in counters {
-            figures.remove(c);
-        }
     }
 }
 
@@ -377,7 +371,6 @@ async fn step(
     // Decide in arrival order, each on what the earlier ones left.
     let mut planned: Vec<(usize, Planned)> = Vec::with_capacity(pending.len());
     let mut admitted_ids: HashMap<&str, usize> = HashMap::new();
-    let mut create: Vec<CounterId> = Vec::new();
     let mut rows = Rows::default();
     for ((&i, plan), mine) in pending.iter().zip(&plans).zip(&counters) {
         let (input, ttl_ms) = &g.items[i];
@@ -400,9 +393,6 @@ async fn step(
                     let w = want.get_mut(c).expect("every counter is wanted");
                     w.reserved = w.reserved.saturating_add(amount.nanos());
                     w.add = w.add.saturating_add(amount.nanos());
-                    if w.expected == Some(Seen::Absent) && !create.contains(c) {
-                        create.push(c.clone());
-                    }
                 }
                 let id = input.id.clone().unwrap_or_else(|| new_id("res_", 32));
                 let expires_at_ms = g.now.saturating_add(*ttl_ms);
@@ -463,37 +453,6 @@ async fn step(
         }
     }
 
-    if !create.is_empty() {
-        // Rows for counters an admitted call lands in first; then the group is decided again.
-        create.sort_unstable();
-        let (b, k, w) = columns(&create);
-        let made = sqlx::query(
-            "INSERT INTO counters (budget_id, key, window_start_ms)
-             SELECT b, k, w FROM UNNEST($1::text[], $2::text[], $3::int8[]) WITH ORDINALITY AS u (b, k, w, n)
-             ORDER BY n
-             ON CONFLICT DO NOTHING
-             RETURNING budget_id, key, window_start_ms",
-        )
-        .bind(&b)
-        .bind(&k)
-        .bind(&w)
-        .fetch_all(&mut *conn)
-        .await?;
-        pg.groups.forget(&create);
-        let mut seen = Vec::with_capacity(made.len());
-        for r in &made {
-            seen.push((
-                (r.try_get(0)?, r.try_get(1)?, r.try_get(2)?),
-                Seen::At {
-                    spent: 0,
-                    reserved: 0,
-                },
-            ));
-        }
-        pg.groups.remember(seen);
-        return Ok(false);
-    }
-
     let (mut b, mut k, mut w) = (Vec::new(), Vec::new(), Vec::new());
     let (mut es, mut er, mut add) = (Vec::new(), Vec::new(), Vec::new());
     for ((budget, key, start), x) in &want {
@@ -538,6 +497,13 @@ async fn step(
              UPDATE counters c SET reserved = c.reserved + want.d FROM want, go
              WHERE go.ok AND want.d <> 0
                AND c.budget_id = want.b AND c.key = want.k AND c.window_start_ms = want.w
+         ), mk AS (
+             -- Counters an admitted call lands in first: still absent (checked above), so they
+             -- are created holding the group's amount; a concurrent creation fails the statement.
+             INSERT INTO counters (budget_id, key, window_start_ms, reserved)
+             SELECT want.b, want.k, want.w, want.d FROM want, go
+             WHERE go.ok AND want.es = -2 AND want.d <> 0
+             ORDER BY want.b, want.k, want.w
          ), ins AS (
              INSERT INTO reservations (id, project_id, amount, state, created_at_ms, expires_at_ms, ended_at_ms,
                  counters, tags, provider, model, requested, refused_by)
@@ -598,6 +564,11 @@ async fn step(
                 } else {
                     reserved
                 },
+            },
+            // Created by this statement.
+            None if ok && x.add != 0 => Seen::At {
+                spent: 0,
+                reserved: x.add,
             },
             None => Seen::Absent,
         };
