@@ -4,6 +4,8 @@
 # as root), exports BURSORA_TEST_DATABASE_URL, runs the tests, then stops and deletes the cluster.
 # Extra arguments go to `cargo test`, e.g. `scripts/pg-test.sh race`; `--run CMD ARGS...` runs
 # CMD instead (scripts/test.sh runs the whole suite this way).
+# BURSORA_PG_DURABLE=1 keeps Postgres's durable defaults (fsync on, synchronous_commit on: every
+# COMMIT waits for its WAL flush, as on a user's server) instead of the fast test settings.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -35,14 +37,24 @@ stop() {
 }
 trap stop EXIT
 
-echo "== postgres $("$bin/postgres" --version | awk '{print $3}') on 127.0.0.1:$port ($dir)"
+# A test cluster: durability off (fsync) for speed unless asked; enough connections for two
+# replicas' pools.
+if [ "${BURSORA_PG_DURABLE:-}" = 1 ]; then
+  durability="fsync=on, synchronous_commit=on (durable)"
+  settings="-c fsync=on -c synchronous_commit=on"
+else
+  durability="fsync=off, synchronous_commit=off (not durable)"
+  settings="-c fsync=off -c synchronous_commit=off"
+fi
+echo "== postgres $("$bin/postgres" --version | awk '{print $3}') on 127.0.0.1:$port ($dir), $durability"
 as_pg "$bin/initdb" -D "$dir/data" -U postgres -A trust --no-sync >/dev/null
-# A test cluster: durability off (fsync) for speed; enough connections for two replicas' pools.
 as_pg "$bin/pg_ctl" -D "$dir/data" -l "$dir/log" -w -s \
-  -o "-p $port -k $dir -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off -c max_connections=200" start
+  -o "-p $port -k $dir -c listen_addresses=127.0.0.1 $settings -c max_connections=200" start
 as_pg "$bin/createdb" -h 127.0.0.1 -p "$port" -U postgres bursora_test
 
 export BURSORA_TEST_DATABASE_URL="postgres://postgres@127.0.0.1:$port/bursora_test"
+# For the bench: the cluster's processes (CPU per reservation) and how durable it is.
+export BURSORA_TEST_PG_DATA="$dir/data" BURSORA_TEST_PG_DURABILITY="$durability"
 if [ "${1:-}" = "--run" ]; then
   shift
   "$@"

@@ -26,7 +26,7 @@ use bursora_core::ledger::Policy;
 use bursora_core::ledger::history::{SettleWith, Tokens};
 use bursora_core::window::Window;
 use bursora_server::Store;
-use bursora_server::store::{PgStore, ReserveCoalescer, ReserveInput, SqliteStore};
+use bursora_server::store::{PgStore, ReserveInput, SqliteStore};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
@@ -67,6 +67,30 @@ fn cpu_time(pid: &str) -> Duration {
         .filter_map(|f| f.parse::<u64>().ok())
         .sum();
     Duration::from_millis(ticks * 10)
+}
+
+/// CPU time of the test Postgres cluster (its postmaster and every process it started), when
+/// `scripts/pg-test.sh` named its data directory in `BURSORA_TEST_PG_DATA`.
+fn postgres_cpu_time() -> Option<Duration> {
+    let data = std::env::var("BURSORA_TEST_PG_DATA").ok()?;
+    let pidfile = std::fs::read_to_string(Path::new(&data).join("postmaster.pid")).ok()?;
+    let postmaster = pidfile.lines().next()?.trim().to_owned();
+    let mut total = cpu_time(&postmaster);
+    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+        let pid = entry.file_name().to_string_lossy().into_owned();
+        if !pid.bytes().all(|b| b.is_ascii_digit()) {
+            continue;
+        }
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        // The parent pid is the second field after the command name.
+        let parent = stat
+            .rsplit_once(')')
+            .and_then(|(_, r)| r.split_whitespace().nth(1));
+        if parent == Some(postmaster.as_str()) {
+            total += cpu_time(&pid);
+        }
+    }
+    Some(total)
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -437,6 +461,8 @@ struct Throughput {
     server_cpu: Duration,
     /// CPU this process (the 64 clients and the settler) used in the window.
     client_cpu: Duration,
+    /// CPU the test Postgres cluster used in the window, when it is known.
+    db_cpu: Option<Duration>,
 }
 
 /// `clients` tasks reserve in a loop for `warmup + secs`; one background task settles what they
@@ -454,9 +480,12 @@ async fn throughput(
     let cpu = tokio::spawn(async move {
         let pid = server_pid.to_string();
         tokio::time::sleep_until(t0.into()).await;
-        let (s0, c0) = (cpu_time(&pid), cpu_time("self"));
+        let (s0, c0, d0) = (cpu_time(&pid), cpu_time("self"), postgres_cpu_time());
         tokio::time::sleep_until(end.into()).await;
-        (cpu_time(&pid) - s0, cpu_time("self") - c0)
+        let db = postgres_cpu_time()
+            .zip(d0)
+            .map(|(d1, d0)| d1.saturating_sub(d0));
+        (cpu_time(&pid) - s0, cpu_time("self") - c0, db)
     });
     let errors = Arc::new(AtomicU64::new(0));
     let (tx, mut rx) = mpsc::unbounded_channel::<String>();
@@ -526,11 +555,12 @@ async fn throughput(
         sorted.extend(t.await.expect("client task"));
     }
     let (settled, in_window, batches) = settler.await.expect("settler task");
-    let (server_cpu, client_cpu) = cpu.await.expect("cpu sampler");
+    let (server_cpu, client_cpu, db_cpu) = cpu.await.expect("cpu sampler");
     sorted.sort_unstable();
     Throughput {
         server_cpu,
         client_cpu,
+        db_cpu,
         reserves_per_sec: sorted.len() as f64 / secs.as_secs_f64(),
         settles_per_sec: in_window as f64 / secs.as_secs_f64(),
         sorted,
@@ -568,11 +598,10 @@ async fn store_project(store: &Store) -> String {
     project.id
 }
 
-/// The store in this process, reserving plainly or through the Postgres group commit.
+/// The store in this process.
 #[derive(Clone)]
 struct InProcess {
     store: Arc<Store>,
-    coalescer: Option<ReserveCoalescer>,
 }
 
 impl InProcess {
@@ -584,11 +613,7 @@ impl InProcess {
             ttl_ms: None,
             id: None,
         };
-        let r = match &self.coalescer {
-            Some(c) => c.reserve(project, input).await,
-            None => self.store.reserve(project, input).await,
-        };
-        r.ok().map(|r| r.id)
+        self.store.reserve(project, input).await.ok().map(|r| r.id)
     }
 
     async fn settle(&self, project: &str, ids: Vec<String>) -> u64 {
@@ -687,7 +712,8 @@ async fn run_store(
     rows: &mut Vec<Row>,
     notes: &mut Vec<String>,
 ) {
-    let http = reqwest::Client::builder()
+    let http = // The workspace's builder: reqwest is built without a TLS provider of its own.
+    bursora_core::remote::http_client()
         .pool_idle_timeout(Duration::from_secs(60))
         .build()
         .expect("http client");
@@ -760,6 +786,18 @@ async fn run_store(
         2e6 / (server_us + client_us).max(1.0),
         2e6 / server_us.max(1.0),
     ));
+    if let Some(db) = tp.db_cpu.filter(|_| database_url.is_some()) {
+        let db_us = per_pair(db);
+        notes.push(format!(
+            "{name}: the database ({}) used {db_us:.0} µs of CPU per pair under that load; \
+             server + database + clients {:.0} µs, so 2 cores carry at most {:.0} pairs/s with \
+             all three on them",
+            std::env::var("BURSORA_TEST_PG_DURABILITY")
+                .unwrap_or_else(|_| "settings unknown".into()),
+            server_us + db_us + client_us,
+            2e6 / (server_us + db_us + client_us).max(1.0),
+        ));
+    }
     drop(server);
 
     if std::env::var_os("BENCH_SKIP_INPROC").is_some() {
@@ -767,7 +805,7 @@ async fn run_store(
     }
     // The same store code in this process: what HTTP, auth and JSON add.
     let dir = tempfile::tempdir().expect("temp dir");
-    let mut variants: Vec<(&str, Arc<Store>, Option<ReserveCoalescer>)> = Vec::new();
+    let mut variants: Vec<(&str, Arc<Store>)> = Vec::new();
     match database_url {
         Some(url) => {
             let sqlx_default = PgStore::connect(url, 16).await.expect("postgres");
@@ -777,17 +815,10 @@ async fn run_store(
             variants.push((
                 "store alone, sqlx's default pool (pings every connection it hands out)",
                 Arc::new(Store::Postgres(sqlx_default)),
-                None,
             ));
             variants.push((
                 "store alone, the server's pool",
-                Arc::new(Store::Postgres(serving.clone())),
-                None,
-            ));
-            variants.push((
-                "store alone, the server's pool + group commit (`ReserveCoalescer`)",
-                Arc::new(Store::Postgres(serving.clone())),
-                Some(ReserveCoalescer::new(serving)),
+                Arc::new(Store::Postgres(serving)),
             ));
         }
         None => variants.push((
@@ -795,35 +826,30 @@ async fn run_store(
             Arc::new(Store::Sqlite(
                 SqliteStore::open(dir.path()).expect("sqlite"),
             )),
-            None,
         )),
     }
-    for (label, store, coalescer) in variants {
-        if coalescer.is_none() {
-            let mut pings = Vec::with_capacity(cfg.calls);
-            for _ in 0..cfg.calls {
-                let start = Instant::now();
-                store.ping().await.expect("ping");
-                pings.push(start.elapsed());
-            }
-            pings.sort_unstable();
-            let mean =
-                pings.iter().sum::<Duration>() / u32::try_from(pings.len().max(1)).unwrap_or(1);
-            rows.push(Row {
-                store: name,
-                scenario: format!("{label}: `ping` (`SELECT 1`), sequential"),
-                p50: Some(percentile(&pings, 0.50)),
-                p99: Some(percentile(&pings, 0.99)),
-                ops: 1.0 / mean.as_secs_f64(),
-                target: "-".into(),
-                met: None,
-                errors: 0,
-                load: load_avg(),
-            });
+    for (label, store) in variants {
+        let mut pings = Vec::with_capacity(cfg.calls);
+        for _ in 0..cfg.calls {
+            let start = Instant::now();
+            store.ping().await.expect("ping");
+            pings.push(start.elapsed());
         }
+        pings.sort_unstable();
+        let mean = pings.iter().sum::<Duration>() / u32::try_from(pings.len().max(1)).unwrap_or(1);
+        rows.push(Row {
+            store: name,
+            scenario: format!("{label}: `ping` (`SELECT 1`), sequential"),
+            p50: Some(percentile(&pings, 0.50)),
+            p99: Some(percentile(&pings, 0.99)),
+            ops: 1.0 / mean.as_secs_f64(),
+            target: "-".into(),
+            met: None,
+            errors: 0,
+            load: load_avg(),
+        });
         let inproc = InProcess {
             store: store.clone(),
-            coalescer,
         };
         let (times, rate) = store_alone(name, inproc, cfg.calls, cfg.clients, cfg.secs).await;
         rows.push(Row {

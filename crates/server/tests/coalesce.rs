@@ -1,6 +1,6 @@
-//! The Postgres group commit (`ReserveCoalescer`): two replicas' coalescers, 64 concurrent
-//! callers on a budget that admits exactly K, a template budget per tenant, `fit` in a group,
-//! and a caller that goes away mid-group. Skipped without `BURSORA_TEST_DATABASE_URL`.
+//! The Postgres group commit behind `PgStore::reserve`: two replicas, 64 concurrent callers on
+//! a budget that admits exactly K, a template budget per tenant, `fit` in a group, and a caller
+//! that goes away mid-group. Skipped without `BURSORA_TEST_DATABASE_URL`.
 
 mod common;
 
@@ -13,7 +13,7 @@ use bursora_core::ledger::history::{SettleWith, Tokens};
 use bursora_core::window::Window;
 use bursora_core::{Error, NanoUsd};
 use bursora_server::Store;
-use bursora_server::store::{PgStore, ReserveCoalescer, ReserveInput};
+use bursora_server::store::{PgStore, ReserveInput};
 
 const CLIENTS: usize = 64;
 const CALLS_PER_CLIENT: usize = 8;
@@ -38,11 +38,11 @@ fn input(tenant: &str, amount: i64, policy: Policy) -> ReserveInput {
     }
 }
 
-async fn stores(url: &str) -> (Arc<Store>, [ReserveCoalescer; 2]) {
-    let a = PgStore::connect(url, 8).await.unwrap();
-    let b = PgStore::connect(url, 8).await.unwrap();
-    let coalescers = [ReserveCoalescer::new(a.clone()), ReserveCoalescer::new(b)];
-    (Arc::new(Store::Postgres(a)), coalescers)
+/// Two replicas on one database; the first is also the one the checks read through.
+async fn stores(url: &str) -> (Arc<Store>, [Arc<Store>; 2]) {
+    let a = Arc::new(Store::Postgres(PgStore::connect(url, 8).await.unwrap()));
+    let b = Arc::new(Store::Postgres(PgStore::connect(url, 8).await.unwrap()));
+    (a.clone(), [a, b])
 }
 
 async fn project_with(store: &Store, specs: &[(&str, Selector, i64)]) -> String {
@@ -138,7 +138,7 @@ async fn exactly_k_of_many_concurrent_reserves_across_two_replicas() {
     expected.sort();
     assert_eq!(figures(&store, &p).await, expected);
 
-    // The plain settle path ends coalesced reservations like any other.
+    // Settling ends grouped reservations like any other.
     let items = admitted
         .iter()
         .map(|(_, id)| SettleWith {

@@ -16,7 +16,7 @@
 mod pg;
 mod sqlite;
 
-pub use pg::{PgStore, ReserveCoalescer};
+pub use pg::PgStore;
 pub use sqlite::SqliteStore;
 
 use bursora_core::NanoUsd;

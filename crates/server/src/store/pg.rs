@@ -1,10 +1,12 @@
 //! The Postgres store: every replica is stateless, the database is the only source of truth.
 //!
 //! Exactness across replicas comes from row locks taken in one global order:
-//! - **reserve** is one transaction: insert the call's missing counter rows (`ON CONFLICT DO
-//!   NOTHING`), lock every counter it lands in with `SELECT ... FOR UPDATE` ordered by
-//!   `(budget_id, key, window_start_ms)`, decide with the core's [`decide`], add to `reserved`,
-//!   insert the reservation. Two replicas racing for the last headroom serialize on the rows.
+//! - **reserve** goes through group commit (`coalesce`): concurrent reserves of a project are
+//!   decided together by the core's `decide` and written by one statement that locks their
+//!   counters with `SELECT ... FOR UPDATE` ordered by `(budget_id, key, window_start_ms)`,
+//!   checks they still hold the figures the decisions were made on, and only then adds to
+//!   `reserved` and inserts the rows. Two replicas racing for the last headroom serialize on the
+//!   rows; the one whose figures went stale decides again on the true ones.
 //! - **settle/release** (batched) locks the batch's reservation rows in id order, then every
 //!   counter they touch in counter order, and moves them by the core's [`EndPlan`]; the row lock
 //!   on the reservation makes a duplicate settle see the first one's result (idempotent).
@@ -14,20 +16,19 @@
 //! Locks are always reservations before counters, each in sorted order, so transactions cannot
 //! wait on each other in a cycle; a deadlock or serialization failure reported anyway is retried.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
 use bursora_core::budget::{Budget, BudgetSpec, Selector};
 use bursora_core::ledger::DEFAULT_TTL_MS;
 use bursora_core::ledger::history::{
-    Event, EventKind, EventQuery, GroupBy, RefusedBy, SettleWith, SpendQuery, SpendRow,
-    StoredEvent, UsageItem, UsageOutcome, WindowFigures, kind_filter_sql, new_refusal_id,
-    tags_json,
+    Event, EventKind, EventQuery, GroupBy, SettleWith, SpendQuery, SpendRow, StoredEvent,
+    UsageItem, UsageOutcome, WindowFigures, kind_filter_sql, tags_json,
 };
 use bursora_core::ledger::{
-    BudgetStatus, CounterState, Decision, EndPlan, Outcome, Reservation, SettleMath, Settlement,
-    UpsertOutcome, decide, exceeded, plan_counters, validate_reservation_id, validate_ttl,
+    BudgetStatus, EndPlan, Outcome, Reservation, SettleMath, Settlement, UpsertOutcome,
+    plan_counters, validate_reservation_id, validate_ttl,
 };
 use bursora_core::{Error, NanoUsd, Result};
 use sqlx::Row;
@@ -42,8 +43,6 @@ mod alerts;
 
 mod coalesce;
 mod pool;
-
-pub use coalesce::ReserveCoalescer;
 
 static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
 
@@ -119,6 +118,8 @@ pub struct PgStore {
     pool: PgPool,
     /// How long ended reservations, refusals and usage events are kept (ms).
     keep_ms: i64,
+    /// Group commit queues and the figures this replica saw last (hints the database checks).
+    groups: Arc<coalesce::Groups>,
 }
 
 impl PgStore {
@@ -138,6 +139,7 @@ impl PgStore {
         Ok(Self {
             pool,
             keep_ms: DEFAULT_RETENTION_MS,
+            groups: Arc::default(),
         })
     }
 
@@ -334,25 +336,7 @@ impl PgStore {
         if let Some(id) = &input.id {
             validate_reservation_id(id)?;
         }
-        match retry(|| self.reserve_once(project, &input, ttl_ms)).await? {
-            Reserved::New(r) => Ok(r),
-            // The id is taken (or the call was refused): what it names decides the answer.
-            Reserved::Taken(id) => match self.replay(project, &id).await? {
-                Some(r) => Ok(r),
-                None => Err(storage(format!(
-                    "reservation {id:?} vanished while replayed"
-                ))),
-            },
-            Reserved::Refused(e) => {
-                if let Some(id) = &input.id
-                    && let Some(r) = self.replay(project, id).await?
-                {
-                    return Ok(r);
-                }
-                self.record_refusal(project, &input, &e).await?;
-                Err(e)
-            }
-        }
+        coalesce::reserve(self, project, input, ttl_ms).await
     }
 
     /// The reservation a client-chosen id names, as a replayed answer; an error if it names a
@@ -398,134 +382,6 @@ impl PgStore {
         }))
     }
 
-    /// Remembers a refusal (for the dashboard's blocked calls); one statement, off the
-    /// reservation's transaction, which was rolled back.
-    async fn record_refusal(&self, project: &str, input: &ReserveInput, e: &Error) -> Result<()> {
-        let Error::BudgetExceeded(x) = e else {
-            return Ok(());
-        };
-        let by = serde_json::to_string(&RefusedBy {
-            id: x.id.to_string(),
-            name: x.name.clone(),
-            key: x.key.clone(),
-        })
-        .map_err(storage)?;
-        let now = now_ms();
-        sqlx::query(
-            "INSERT INTO reservations (id, project_id, amount, state, created_at_ms, expires_at_ms, ended_at_ms,
-             counters, tags, provider, model, requested, refused_by)
-             VALUES ($1, $2, 0, 'refused', $3, $3, $3, '[]', $4::jsonb, $5, $6, $7, $8)",
-        )
-        .bind(new_refusal_id())
-        .bind(project)
-        .bind(now)
-        .bind(tags_json(&input.call))
-        .bind(&input.call.provider)
-        .bind(&input.call.model)
-        .bind(input.amount.nanos())
-        .bind(by)
-        .execute(&self.pool)
-        .await
-        .map(drop)
-        .map_err(storage)
-    }
-
-    async fn reserve_once(
-        &self,
-        project: &str,
-        input: &ReserveInput,
-        ttl_ms: i64,
-    ) -> std::result::Result<Reserved, Fail> {
-        let mut tx = self.pool.begin().await?;
-        let budgets = load_budgets(&mut tx, project).await?;
-        let now = now_ms();
-        let plan = plan_counters(&budgets, &input.call, now);
-        let counters: Vec<CounterId> = plan
-            .iter()
-            .map(|c| {
-                (
-                    budgets[c.budget].id.to_string(),
-                    c.key.clone(),
-                    c.window_start_ms,
-                )
-            })
-            .collect();
-        let figures = lock_counters(&mut tx, &counters, true).await?;
-        let states: Vec<CounterState> = counters
-            .iter()
-            .map(|c| {
-                let (spent, reserved) = figures.get(c).copied().unwrap_or_default();
-                CounterState {
-                    spent: NanoUsd::from_nanos_clamped(spent),
-                    reserved: NanoUsd::from_nanos_clamped(reserved),
-                }
-            })
-            .collect();
-        let (amount, capped) = match decide(&budgets, &plan, &states, input.amount, input.policy) {
-            Decision::Reserve { amount, capped } => (amount, capped),
-            // Dropping the transaction rolls it back: nothing was reserved.
-            Decision::Refuse { counter } => {
-                return Ok(Reserved::Refused(exceeded(
-                    &budgets,
-                    &plan,
-                    &states,
-                    counter,
-                    input.amount,
-                )));
-            }
-        };
-        if !counters.is_empty() {
-            let (b, k, w) = columns(&counters);
-            sqlx::query(
-                "UPDATE counters c SET reserved = c.reserved + $4
-                 FROM UNNEST($1::text[], $2::text[], $3::int8[]) AS u (b, k, w)
-                 WHERE c.budget_id = u.b AND c.key = u.k AND c.window_start_ms = u.w",
-            )
-            .bind(b)
-            .bind(k)
-            .bind(w)
-            .bind(amount.nanos())
-            .execute(&mut *tx)
-            .await?;
-        }
-        let id = input.id.clone().unwrap_or_else(|| new_id("res_", 32));
-        let expires_at_ms = now.saturating_add(ttl_ms);
-        let stored = serde_json::to_string(&counters).map_err(storage)?;
-        // A taken id is found here, not by a read before: the common case pays no round trip.
-        let inserted = sqlx::query(
-            "INSERT INTO reservations (id, project_id, amount, state, created_at_ms, expires_at_ms, counters,
-             tags, provider, model, requested)
-             VALUES ($1, $2, $3, 'active', $4, $5, $6, $7::jsonb, $8, $9, $10)
-             ON CONFLICT (project_id, id) DO NOTHING",
-        )
-        .bind(&id)
-        .bind(project)
-        .bind(amount.nanos())
-        .bind(now)
-        .bind(expires_at_ms)
-        .bind(stored)
-        .bind(tags_json(&input.call))
-        .bind(&input.call.provider)
-        .bind(&input.call.model)
-        .bind(input.amount.nanos())
-        .execute(&mut *tx)
-        .await?;
-        if inserted.rows_affected() == 0 {
-            // Dropping the transaction rolls back the counters: nothing reserved twice.
-            return Ok(Reserved::Taken(id));
-        }
-        tx.commit().await?;
-        Ok(Reserved::New(Reservation {
-            id,
-            amount,
-            capped,
-            budgets: counters.len(),
-            expires_at_ms,
-            replayed: false,
-            ended: None,
-        }))
-    }
-
     pub(super) async fn settle_batch(
         &self,
         project: &str,
@@ -534,7 +390,7 @@ impl PgStore {
         let items = &items;
         retry(|| async move {
             let mut tx = self.pool.begin().await?;
-            let results = settle_in(&mut tx, project, items, &[], now_ms()).await?;
+            let results = settle_in(&mut tx, project, items, &[], now_ms(), &self.groups).await?;
             tx.commit().await?;
             Ok(results)
         })
@@ -623,7 +479,7 @@ impl PgStore {
             }
         }
         let extra: Vec<CounterId> = spend.keys().cloned().collect();
-        let settled = settle_in(&mut tx, project, &settles, &extra, now).await?;
+        let settled = settle_in(&mut tx, project, &settles, &extra, now, &self.groups).await?;
         if !spend.is_empty() {
             let counters: Vec<CounterId> = spend.keys().cloned().collect();
             let amounts: Vec<i64> = counters.iter().map(|c| spend[c]).collect();
@@ -996,11 +852,7 @@ impl PgStore {
                 SettleMath::settle(amount, amount),
             ));
         }
-        let touched: Vec<CounterId> = moves.iter().flat_map(|(c, _)| c.clone()).collect();
-        lock_counters(&mut tx, &touched, false).await?;
-        for (counters, math) in &moves {
-            apply(&mut tx, counters, *math).await?;
-        }
+        apply_sums(&mut tx, &moves, &self.groups).await?;
         if !ids.is_empty() {
             sqlx::query(
                 "UPDATE reservations r SET state = 'expired', actual = r.amount, ended_at_ms = $3
@@ -1028,16 +880,6 @@ impl PgStore {
     }
 }
 
-/// What one reserve attempt decided.
-enum Reserved {
-    /// A new reservation.
-    New(Reservation),
-    /// The client-chosen id already names a row of the project: nothing was reserved.
-    Taken(String),
-    /// A block budget refused; nothing was reserved.
-    Refused(Error),
-}
-
 /// Settles (or releases) reservations of `project` inside `conn`'s transaction: locks the rows
 /// in id order, decides each item with the core's [`EndPlan`], then locks every counter the
 /// settlements move together with `extra` (created when missing: a usage batch's counters)
@@ -1048,6 +890,7 @@ async fn settle_in(
     items: &[SettleWith],
     extra: &[CounterId],
     now: i64,
+    groups: &coalesce::Groups,
 ) -> std::result::Result<Vec<Result<Settlement>>, Fail> {
     struct Held {
         amount: NanoUsd,
@@ -1112,12 +955,8 @@ async fn settle_in(
             }
         }));
     }
-    let mut touched: Vec<CounterId> = moves.iter().flat_map(|(c, _)| c.clone()).collect();
-    touched.extend_from_slice(extra);
-    lock_counters(&mut *conn, &touched, !extra.is_empty()).await?;
-    for (counters, math) in &moves {
-        apply(&mut *conn, counters, *math).await?;
-    }
+    // The reservation rows first (already locked): the counters, which every reserve of the
+    // budget waits on, stay locked only for one statement and the commit.
     let mut ended_ids = Vec::new();
     let mut states = Vec::new();
     let mut actuals = Vec::new();
@@ -1149,6 +988,13 @@ async fn settle_in(
         .execute(&mut *conn)
         .await?;
     }
+    if !extra.is_empty() {
+        // A usage batch's counters: created when missing, locked with the settlements' in order.
+        let mut touched: Vec<CounterId> = moves.iter().flat_map(|(c, _)| c.clone()).collect();
+        touched.extend_from_slice(extra);
+        lock_counters(&mut *conn, &touched, true).await?;
+    }
+    apply_sums(&mut *conn, &moves, groups).await?;
     Ok(results)
 }
 
@@ -1214,32 +1060,74 @@ async fn lock_counters(
     Ok(out)
 }
 
-/// Moves every counter of one reservation by `math` ([`SettleMath::apply`] in SQL, saturating at
-/// zero the same way). The rows are already locked.
-async fn apply(
+/// Moves the counters of many endings at once: per counter, the sum of the endings'
+/// [`SettleMath`], in one `UPDATE` that first locks the rows in the global order. Equal to
+/// applying each ending in turn ([`SettleMath::apply`] in SQL), since consistent counters never
+/// go below zero on the way; the clamps are the same. Tells `groups` the new figures.
+async fn apply_sums(
     conn: &mut PgConnection,
-    counters: &[CounterId],
-    math: SettleMath,
+    moves: &[(Vec<CounterId>, SettleMath)],
+    groups: &coalesce::Groups,
 ) -> std::result::Result<(), Fail> {
-    if counters.is_empty() {
+    let mut sums: BTreeMap<&CounterId, [i64; 4]> = BTreeMap::new();
+    for (counters, math) in moves {
+        for c in counters {
+            let s = sums.entry(c).or_default();
+            s[0] = s[0].saturating_add(math.unspend.nanos());
+            s[1] = s[1].saturating_add(math.spend.nanos());
+            s[2] = s[2].saturating_add(math.unreserve.nanos());
+            s[3] = s[3].saturating_add(math.overrun.nanos());
+        }
+    }
+    if sums.is_empty() {
         return Ok(());
     }
-    let (b, k, w) = columns(counters);
-    sqlx::query(
-        "UPDATE counters c SET spent = GREATEST(c.spent - $4, 0) + $5,
-             reserved = GREATEST(c.reserved - $6, 0), overrun = c.overrun + $7
-         FROM UNNEST($1::text[], $2::text[], $3::int8[]) AS u (b, k, w)
-         WHERE c.budget_id = u.b AND c.key = u.k AND c.window_start_ms = u.w",
+    let (mut b, mut k, mut w) = (Vec::new(), Vec::new(), Vec::new());
+    let mut d: [Vec<i64>; 4] = Default::default();
+    for ((budget, key, start), s) in &sums {
+        b.push(budget.as_str());
+        k.push(key.as_str());
+        w.push(*start);
+        for (col, x) in d.iter_mut().zip(s) {
+            col.push(*x);
+        }
+    }
+    let rows = sqlx::query(
+        "WITH u AS (
+             SELECT * FROM UNNEST($1::text[], $2::text[], $3::int8[], $4::int8[], $5::int8[], $6::int8[], $7::int8[])
+                 AS u (b, k, w, us, sp, ur, ov)
+         ), l AS MATERIALIZED (
+             SELECT c.budget_id AS b, c.key AS k, c.window_start_ms AS w FROM counters c
+             JOIN u ON c.budget_id = u.b AND c.key = u.k AND c.window_start_ms = u.w
+             ORDER BY c.budget_id, c.key, c.window_start_ms
+             FOR UPDATE OF c
+         )
+         UPDATE counters c SET spent = GREATEST(c.spent - u.us, 0) + u.sp,
+             reserved = GREATEST(c.reserved - u.ur, 0), overrun = c.overrun + u.ov
+         FROM l JOIN u ON l.b = u.b AND l.k = u.k AND l.w = u.w
+         WHERE c.budget_id = l.b AND c.key = l.k AND c.window_start_ms = l.w
+         RETURNING c.budget_id, c.key, c.window_start_ms, c.spent, c.reserved",
     )
-    .bind(b)
-    .bind(k)
-    .bind(w)
-    .bind(math.unspend.nanos())
-    .bind(math.spend.nanos())
-    .bind(math.unreserve.nanos())
-    .bind(math.overrun.nanos())
-    .execute(&mut *conn)
+    .bind(&b)
+    .bind(&k)
+    .bind(&w)
+    .bind(&d[0])
+    .bind(&d[1])
+    .bind(&d[2])
+    .bind(&d[3])
+    .fetch_all(&mut *conn)
     .await?;
+    let mut seen = Vec::with_capacity(rows.len());
+    for r in &rows {
+        seen.push((
+            (r.try_get(0)?, r.try_get(1)?, r.try_get(2)?),
+            coalesce::Seen::At {
+                spent: r.try_get(3)?,
+                reserved: r.try_get(4)?,
+            },
+        ));
+    }
+    groups.remember(seen);
     Ok(())
 }
 

@@ -1,7 +1,7 @@
 //! The connection pool `bursora-server serve` runs on.
 //!
 //! sqlx pings every connection it hands out (`test_before_acquire`): one extra round trip on
-//! each of the server's transactions, on top of the six or seven a reservation needs. Here only
+//! each of the server's transactions; a reservation is usually one statement. Here only
 //! a connection that sat idle long enough to have been dropped by a firewall or a restarted
 //! database is pinged first; a busy connection goes straight to work. A connection that broke
 //! while busy fails the one request that used it (503) and the pool replaces it.
@@ -43,6 +43,7 @@ impl PgStore {
         Ok(Self {
             pool,
             keep_ms: super::DEFAULT_RETENTION_MS,
+            groups: std::sync::Arc::default(),
         })
     }
 }
