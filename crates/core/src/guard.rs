@@ -451,11 +451,7 @@ impl Guard {
         provider: Option<&str>,
         base_url: Option<&str>,
     ) -> Result<Admission> {
-        let Backend::Local(ledger) = &self.backend else {
-            return Err(Error::config(
-                "this guard reserves on bursora-server: admissions are asynchronous (admit_async)",
-            ));
-        };
+        let ledger = self.local_only()?;
         let p = self.prepare(endpoint, body, tags, provider, base_url)?;
         self.reserve_local(ledger, p)
     }
@@ -473,13 +469,19 @@ impl Guard {
         provider: Option<&str>,
         base_url: Option<&str>,
     ) -> Result<Admission> {
-        let Backend::Local(ledger) = &self.backend else {
-            return Err(Error::config(
-                "this guard reserves on bursora-server: admissions are asynchronous (admit_async)",
-            ));
-        };
+        let ledger = self.local_only()?;
         let p = self.prepare_estimate(endpoint, est, tags, provider, base_url)?;
         self.reserve_local(ledger, p)
+    }
+
+    /// The local ledger, or the error a synchronous admission gets in server mode.
+    fn local_only(&self) -> Result<&Arc<dyn Ledger>> {
+        match &self.backend {
+            Backend::Local(ledger) => Ok(ledger),
+            Backend::Remote { .. } => Err(Error::config(
+                "this guard reserves on bursora-server: admissions are asynchronous (admit_async)",
+            )),
+        }
     }
 
     fn reserve_local(&self, ledger: &Arc<dyn Ledger>, p: Prepared) -> Result<Admission> {
