@@ -161,6 +161,10 @@ impl SqliteLedger {
                 let _answer = AnswerAll(&jobs);
                 self.run_group(&jobs);
             }
+            // Usually this thread's own operation was in its group: no need to queue again.
+            if let Some(done) = job.out.lock().take() {
+                return done;
+            }
             queue = self.group.queue.lock();
         }
     }
