@@ -20,13 +20,10 @@ export declare class NativeGuard {
    */
   constructor(optionsJson: string)
   /**
-   * Estimates, prices and reserves one call before dispatch (embedded mode). `endpoint`: 0
-   * chat completions, 1 responses, 2 embeddings. The common outcome — reserved in full, no
-   * warnings — is only the reservation id (a string: building the admission object was a
-   * measurable part of a call); anything else is a `NativeAdmission`, a refusal
-   * `{ ok: false, refusal }`.
+   * What the hot functions (`hot.admit`, `hot.finish*`, `hot.keepAlive`) take in place of
+   * this object.
    */
-  admit(endpointCode: number, bodyJson: string, tags?: NativeTags | undefined | null, provider?: string | undefined | null, baseUrl?: string | undefined | null): string | NativeAdmission
+  get slot(): number
   /** True when reservations go to bursora-server: use `admitAsync`. */
   get remote(): boolean
   /**
@@ -36,19 +33,6 @@ export declare class NativeGuard {
    * `invalid_input`.
    */
   admitAsync(endpointCode: number, bodyJson: string, tags?: NativeTags | undefined | null, provider?: string | undefined | null, baseUrl?: string | undefined | null): Promise<NativeAdmission>
-  /**
-   * The call returned: settle from `{ usage, service_tier, output }` (JSON). Returns at once:
-   * the JSON is read on the reporter thread.
-   */
-  finishResponse(id: string, responseJson: string): void
-  /** A stream ended early with `outputText` seen: settle input plus those tokens. */
-  finishPartial(id: string, outputText: string): void
-  /** The provider refused before generating: release the reservation. */
-  finishFailed(id: string): void
-  /** No response at all: settle at the reservation. */
-  finishUnknown(id: string): void
-  /** Renews a live stream's reservation for another TTL; false if it already ended. */
-  keepAlive(id: string): boolean
   /**
    * Every budget's current window, after applying pending settlements. Runs on libuv's
    * thread pool: in server mode it asks bursora-server.
@@ -72,6 +56,8 @@ export declare class NativeTags {
    * (inner wins). Throws with `code: "invalid_input"` and a message naming the bad tag.
    */
   static create(parent: NativeTags | undefined | null, tagsJson: string): NativeTags
+  /** What the hot functions take in place of this object (0 stands for "no tags"). */
+  get slot(): number
   /** The tags as a plain object. */
   entries(): Record<string, string>
 }

@@ -14,7 +14,10 @@ import {
 } from "./errors.js";
 import { makeDefaults, type TagDefaults } from "./context.js";
 import {
+  hot,
   native,
+  tagsSlot,
+  type HotBinding,
   type NativeAdmission,
   type NativeBudgetStatus,
   type NativeGuard,
@@ -208,6 +211,9 @@ function onBeforeExit(): void {
 
 export class Guard {
   readonly native: NativeGuard;
+  /** The per-call functions, and this guard's slot that they take. */
+  readonly hot: HotBinding;
+  readonly slot: number;
   /** The guard's own default tags (`options.tags`), or null. */
   readonly defaults: TagDefaults | null;
   readonly failClosed: boolean;
@@ -234,6 +240,8 @@ export class Guard {
       throw new BursoraConfigError(`Invalid Bursora options: ${messageOf(err)}`, { cause: err });
     }
     this.remote = this.native.remote;
+    this.hot = hot();
+    this.slot = this.native.slot;
     // Warnings raised while building (e.g. a budget limit changed by this declaration).
     this.drainWarnings();
     live.add(this.#ref);
@@ -251,7 +259,7 @@ export class Guard {
   admit(endpoint: number, bodyJson: string, tags: NativeTags | null, baseURL: string | null): string | NativeAdmission | null {
     let admission: string | NativeAdmission;
     try {
-      admission = this.native.admit(endpoint, bodyJson, tags, null, baseURL);
+      admission = this.hot.admit(this.slot, endpoint, bodyJson, tagsSlot(tags), baseURL);
     } catch (err) {
       return this.#admitFailed(err);
     }

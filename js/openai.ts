@@ -26,7 +26,7 @@ import type * as Api from "../index.js";
 import { BudgetCutoffError, BursoraConfigError } from "./errors.js";
 import { callTags, makeDefaults, type TagDefaults } from "./context.js";
 import type { Guard } from "./guard.js";
-import { Endpoint, native, type NativeAdmission, type NativeGuard, type NativeTags } from "./internal/native.js";
+import { Endpoint, native, type HotBinding, type NativeAdmission, type NativeTags } from "./internal/native.js";
 
 /** The parts of an OpenAI client we rely on. */
 interface OpenAILike {
@@ -405,7 +405,8 @@ function parseResponseMetered(this: APIPromiseLike, client: unknown, props: { re
  * was seen of them.
  */
 class Call {
-  readonly #guard: NativeGuard;
+  readonly #hot: HotBinding;
+  readonly #slot: number;
   readonly #owner: Guard;
   /** Unset until admitted (server mode decides after the call was made; a refusal never is). */
   #id: string | undefined;
@@ -438,7 +439,8 @@ class Call {
   /** `admitted`: the reservation id alone (reserved in full), the admission, or null (not yet). */
   constructor(owner: Guard, admitted: string | NativeAdmission | null, endpoint: Endpoint, request: Body, tags: NativeTags | null, stream: boolean) {
     this.#owner = owner;
-    this.#guard = owner.native;
+    this.#hot = owner.hot;
+    this.#slot = owner.slot;
     if (typeof admitted === "string") {
       this.#admission = null;
       this.#id = admitted;
@@ -472,22 +474,23 @@ class Call {
   settle(result: { usage?: unknown; service_tier?: unknown; output?: unknown } | null | undefined): void {
     if (result?.usage == null) return this.unknown(); // no usage reported: settle at the reservation
     if (!this.#finish()) return;
-    this.#guard.finishResponse(
+    this.#hot.finishResponse(
+      this.#slot,
       this.#id!,
       JSON.stringify({ usage: result.usage, service_tier: result.service_tier, output: webSearchCalls(result.output) }),
     );
   }
 
   partial(): void {
-    if (this.#finish()) this.#guard.finishPartial(this.#id!, this.#text);
+    if (this.#finish()) this.#hot.finishPartial(this.#slot, this.#id!, this.#text);
   }
 
   failed(): void {
-    if (this.#finish()) this.#guard.finishFailed(this.#id!);
+    if (this.#finish()) this.#hot.finishFailed(this.#slot, this.#id!);
   }
 
   unknown(): void {
-    if (this.#finish()) this.#guard.finishUnknown(this.#id!);
+    if (this.#finish()) this.#hot.finishUnknown(this.#slot, this.#id!);
   }
 
   // --- APIPromise events ---------------------------------------------------------------------
@@ -691,7 +694,7 @@ class Call {
     this.#renewedAt = now;
     if (this.#id === undefined) return;
     try {
-      this.#guard.keepAlive(this.#id);
+      this.#hot.keepAlive(this.#slot, this.#id);
     } catch {
       // Renewal is best effort: an expired reservation is settled at its reserved amount.
     }

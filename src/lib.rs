@@ -4,7 +4,7 @@
 //!
 //! Errors thrown to JS carry the core's stable code in `error.code` (`config`, `invalid_input`,
 //! `storage`, ...). Expected refusals (`budget_exceeded`, `unknown_model`) are not thrown here:
-//! they come back as a value from [`NativeGuard::admit`], which keeps the refusal path of a
+//! they come back as a value from `hot.admit` ([`admit_with`]), which keeps the refusal path of a
 //! runaway loop as cheap as the admission path.
 
 use std::sync::Arc;
@@ -14,17 +14,25 @@ use bursora_core::budget::Tags;
 use bursora_core::estimate::{
     Endpoint, count_tokens as core_count_tokens, encoding_for_model, estimate_plain,
 };
-use bursora_core::guard::{CallEnding, Guard, GuardOptions};
+use bursora_core::guard::{Guard, GuardOptions};
 use bursora_core::ledger::BudgetStatus;
 use bursora_core::warn::Warning;
 use bursora_core::window::format_utc;
 use napi::bindgen_prelude::*;
 use napi_derive::napi;
 
+mod hot;
+
 /// The addon's own allocations (request bodies parsed for estimation, ledger bookkeeping) go
 /// through mimalloc: glibc's malloc was a sixth of the reservation path's time.
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// Puts the per-call functions (`hot.admit`, `hot.finish*`, `hot.keepAlive`) on the exports.
+#[napi(module_exports)]
+pub fn register_hot(exports: Object, env: Env) -> Result<()> {
+    hot::register(env.raw(), exports.raw())
+}
 
 fn js_error(e: &CoreError) -> napi::Error<String> {
     napi::Error::new(e.code().to_owned(), e.to_string())
@@ -44,6 +52,22 @@ fn parse_json(text: &str, what: &str) -> Result<serde_json::Value, String> {
 #[napi]
 pub struct NativeTags {
     inner: Arc<Tags>,
+    /// Its slot in [`hot::TAGS`], freed when JS collects this object.
+    slot: u32,
+}
+
+impl NativeTags {
+    fn new(tags: Tags) -> Self {
+        let inner = Arc::new(tags);
+        let slot = hot::TAGS.insert(inner.clone());
+        Self { inner, slot }
+    }
+}
+
+impl Drop for NativeTags {
+    fn drop(&mut self) {
+        hot::TAGS.remove(self.slot);
+    }
 }
 
 #[napi]
@@ -76,9 +100,13 @@ impl NativeTags {
             Some(p) => p.inner.merged(&own).map_err(|e| js_error(&e))?,
             None => own,
         };
-        Ok(NativeTags {
-            inner: Arc::new(inner),
-        })
+        Ok(NativeTags::new(inner))
+    }
+
+    /// What the hot functions take in place of this object (0 stands for "no tags").
+    #[napi(getter, catch_unwind)]
+    pub fn slot(&self) -> u32 {
+        self.slot
     }
 
     /// The tags as a plain object.
@@ -209,6 +237,14 @@ fn endpoint(code: u32) -> Result<Endpoint, String> {
 #[napi]
 pub struct NativeGuard {
     inner: Arc<Guard>,
+    /// Its slot in [`hot::GUARDS`], freed when JS collects this object.
+    slot: u32,
+}
+
+impl Drop for NativeGuard {
+    fn drop(&mut self) {
+        hot::GUARDS.remove(self.slot);
+    }
 }
 
 #[napi]
@@ -218,48 +254,16 @@ impl NativeGuard {
     #[napi(constructor, catch_unwind)]
     pub fn new(options_json: String) -> Result<Self, String> {
         let options = GuardOptions::from_json(&options_json).map_err(|e| js_error(&e))?;
-        let guard = Guard::new(&options).map_err(|e| js_error(&e))?;
-        Ok(Self {
-            inner: Arc::new(guard),
-        })
+        let guard = Arc::new(Guard::new(&options).map_err(|e| js_error(&e))?);
+        let slot = hot::GUARDS.insert(guard.clone());
+        Ok(Self { inner: guard, slot })
     }
 
-    /// Estimates, prices and reserves one call before dispatch (embedded mode). `endpoint`: 0
-    /// chat completions, 1 responses, 2 embeddings. The common outcome — reserved in full, no
-    /// warnings — is only the reservation id (a string: building the admission object was a
-    /// measurable part of a call); anything else is a `NativeAdmission`, a refusal
-    /// `{ ok: false, refusal }`.
-    #[napi(catch_unwind)]
-    pub fn admit(
-        &self,
-        endpoint_code: u32,
-        body_json: String,
-        tags: Option<&NativeTags>,
-        provider: Option<String>,
-        base_url: Option<String>,
-    ) -> Result<Either<String, NativeAdmission>, String> {
-        let endpoint = endpoint(endpoint_code)?;
-        let empty = Tags::default();
-        let tags = tags.map_or(&empty, |t| &*t.inner);
-        let (provider, base_url) = (provider.as_deref(), base_url.as_deref());
-        // A plain chat body is estimated from its text; any other is parsed into a `Value`.
-        let result = match estimate_plain(endpoint, &body_json) {
-            Some(est) => self
-                .inner
-                .admit_estimate(endpoint, est, tags, provider, base_url),
-            None => {
-                let body = parse_json(&body_json, "the request body")?;
-                self.inner.admit(endpoint, &body, tags, provider, base_url)
-            }
-        };
-        match result {
-            Ok(a) if !a.capped && !a.unreserved && !self.inner.has_warnings() => {
-                Ok(Either::A(a.id))
-            }
-            other => {
-                admission_to_js(&self.inner, other, || model_of_json(&body_json)).map(Either::B)
-            }
-        }
+    /// What the hot functions (`hot.admit`, `hot.finish*`, `hot.keepAlive`) take in place of
+    /// this object.
+    #[napi(getter, catch_unwind)]
+    pub fn slot(&self) -> u32 {
+        self.slot
     }
 
     /// True when reservations go to bursora-server: use `admitAsync`.
@@ -319,38 +323,6 @@ impl NativeGuard {
         Ok(promise)
     }
 
-    /// The call returned: settle from `{ usage, service_tier, output }` (JSON). Returns at once:
-    /// the JSON is read on the reporter thread.
-    #[napi(catch_unwind)]
-    pub fn finish_response(&self, id: String, response_json: String) {
-        self.inner
-            .finish(&id, CallEnding::ResponseJson(response_json));
-    }
-
-    /// A stream ended early with `outputText` seen: settle input plus those tokens.
-    #[napi(catch_unwind)]
-    pub fn finish_partial(&self, id: String, output_text: String) {
-        self.inner.finish(&id, CallEnding::Partial(&output_text));
-    }
-
-    /// The provider refused before generating: release the reservation.
-    #[napi(catch_unwind)]
-    pub fn finish_failed(&self, id: String) {
-        self.inner.finish(&id, CallEnding::Failed);
-    }
-
-    /// No response at all: settle at the reservation.
-    #[napi(catch_unwind)]
-    pub fn finish_unknown(&self, id: String) {
-        self.inner.finish(&id, CallEnding::Unknown);
-    }
-
-    /// Renews a live stream's reservation for another TTL; false if it already ended.
-    #[napi(catch_unwind)]
-    pub fn keep_alive(&self, id: String) -> Result<bool, String> {
-        self.inner.keep_alive(&id).map_err(|e| js_error(&e))
-    }
-
     /// Every budget's current window, after applying pending settlements. Runs on libuv's
     /// thread pool: in server mode it asks bursora-server.
     #[napi(catch_unwind, ts_return_type = "Promise<Array<NativeBudgetStatus>>")]
@@ -382,6 +354,32 @@ impl NativeGuard {
     #[napi(catch_unwind)]
     pub fn take_warnings(&self) -> Vec<NativeWarning> {
         warnings_to_js(self.inner.take_warnings())
+    }
+}
+
+/// Estimates, prices and reserves one call before dispatch (embedded mode): `hot.admit`.
+/// The common outcome — reserved in full, no warnings — is only the reservation id (a string:
+/// building the admission object was a measurable part of a call); anything else is a
+/// [`NativeAdmission`], a refusal `{ ok: false, refusal }`.
+fn admit_with(
+    guard: &Guard,
+    endpoint: Endpoint,
+    body_json: &str,
+    tags: &Tags,
+    provider: Option<&str>,
+    base_url: Option<&str>,
+) -> Result<Either<String, NativeAdmission>, String> {
+    // A plain chat body is estimated from its text; any other is parsed into a `Value`.
+    let result = match estimate_plain(endpoint, body_json) {
+        Some(est) => guard.admit_estimate(endpoint, est, tags, provider, base_url),
+        None => {
+            let body = parse_json(body_json, "the request body")?;
+            guard.admit(endpoint, &body, tags, provider, base_url)
+        }
+    };
+    match result {
+        Ok(a) if !a.capped && !a.unreserved && !guard.has_warnings() => Ok(Either::A(a.id)),
+        other => admission_to_js(guard, other, || model_of_json(body_json)).map(Either::B),
     }
 }
 

@@ -25,6 +25,26 @@ export const enum Endpoint {
   Embeddings = 2,
 }
 
+/**
+ * The per-call functions (`src/hot.rs`): plain N-API functions that take the guard and the tags
+ * by slot number, because napi-rs's glue for class methods costs more than the work they do.
+ * Typed here by hand: napi-rs generates declarations only for `#[napi]` items.
+ */
+export interface HotBinding {
+  /** Reserves one call (embedded mode): the reservation id, or the admission / refusal. */
+  admit(guard: number, endpoint: Endpoint, bodyJson: string, tags: number, baseURL: string | null): string | NativeAdmission;
+  /** Settles from `{ usage, service_tier, output }` (JSON); read on the reporter thread. */
+  finishResponse(guard: number, id: string, responseJson: string): void;
+  /** A stream ended early with `outputText` seen: settle input plus those tokens. */
+  finishPartial(guard: number, id: string, outputText: string): void;
+  /** The provider refused before generating: release. */
+  finishFailed(guard: number, id: string): void;
+  /** No response at all: settle at the reservation. */
+  finishUnknown(guard: number, id: string): void;
+  /** Renews a live stream's reservation for another TTL; false if it already ended. */
+  keepAlive(guard: number, id: string): boolean;
+}
+
 let binding: typeof Binding | undefined;
 
 export function native(): typeof Binding {
@@ -41,4 +61,18 @@ export function native(): typeof Binding {
     }
   }
   return binding;
+}
+
+export function hot(): HotBinding {
+  return (native() as unknown as { hot: HotBinding }).hot;
+}
+
+// A handle's slot, read from the addon once and then kept on the handle itself.
+const SLOT = Symbol("bursora.slot");
+
+/** The slot `hot.admit` takes for `tags` (0: no tags). */
+export function tagsSlot(tags: NativeTags | null): number {
+  if (tags === null) return 0;
+  const h = tags as NativeTags & { [SLOT]?: number };
+  return h[SLOT] ?? (h[SLOT] = tags.slot);
 }

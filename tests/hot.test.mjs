@@ -1,0 +1,83 @@
+// The per-call native functions (`hot.*`, src/hot.rs) are plain N-API functions that read their
+// arguments by hand: every malformed argument must come back as a JS error with a code, never a
+// crash, and a well-formed call must reserve and settle like the SDK's own path.
+
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { createRequire } from 'node:module';
+
+const require = createRequire(import.meta.url);
+const binding = require('../binding.cjs');
+const { hot, NativeGuard, NativeTags } = binding;
+
+const BODY = JSON.stringify({ model: 'gpt-4o-mini', messages: [{ role: 'user', content: 'hi' }], max_completion_tokens: 10 });
+const newGuard = () =>
+  new NativeGuard(JSON.stringify({ budgets: [{ name: 'all', limitUsd: 1, window: 'total' }, { name: 'per-agent', match: { agent: '*' }, limitUsd: 1, window: 'day' }] }));
+
+function throwsCode(fn, code, pattern) {
+  assert.throws(fn, (err) => {
+    assert.equal(err.code, code, `code of ${err.message}`);
+    if (pattern) assert.match(err.message, pattern);
+    return true;
+  });
+}
+
+test('hot.admit reserves, hot.finishResponse settles to the usage', async () => {
+  const guard = newGuard();
+  const tags = NativeTags.create(null, JSON.stringify({ agent: 'a1' }));
+  const id = hot.admit(guard.slot, 0, BODY, tags.slot, 'https://api.openai.com/v1');
+  assert.equal(typeof id, 'string');
+  let rows = await guard.spend();
+  assert.ok(rows.find((r) => r.name === 'all').reservedNanos > 0);
+  assert.equal(rows.find((r) => r.name === 'per-agent').key, 'agent=a1');
+  assert.equal(hot.finishResponse(guard.slot, id, JSON.stringify({ usage: { prompt_tokens: 8, completion_tokens: 2 } })), undefined);
+  await guard.flush();
+  rows = await guard.spend();
+  const all = rows.find((r) => r.name === 'all');
+  assert.equal(all.reservedNanos, 0);
+  // gpt-4o-mini: $0.15 / M input, $0.60 / M output.
+  assert.equal(all.spentNanos, 8 * 150 + 2 * 600);
+  // A second ending of the same reservation is ignored, whatever its kind.
+  hot.finishUnknown(guard.slot, id);
+  hot.finishFailed(guard.slot, id);
+  hot.finishPartial(guard.slot, id, 'more text');
+  assert.equal(hot.keepAlive(guard.slot, id), false);
+  await guard.flush();
+  assert.equal((await guard.spend()).find((r) => r.name === 'all').spentNanos, 8 * 150 + 2 * 600);
+  await guard.shutdown();
+});
+
+test('hot.admit without tags, with a null baseURL, and a refusal as a value', async () => {
+  const guard = new NativeGuard(JSON.stringify({ budgets: [{ name: 'tiny', limitUsd: 0, window: 'total' }] }));
+  const refused = hot.admit(guard.slot, 0, BODY, 0, null);
+  assert.equal(refused.ok, false);
+  assert.equal(refused.refusal.code, 'budget_exceeded');
+  assert.equal(refused.refusal.budget.name, 'tiny');
+  await guard.shutdown();
+});
+
+test('malformed arguments are errors with a code, never a crash', async () => {
+  const guard = newGuard();
+  const g = guard.slot;
+  throwsCode(() => hot.admit(g, 0, 42, 0, null), 'invalid_input', /request body must be a string/);
+  throwsCode(() => hot.admit(g, 0, '{not json', 0, null), 'invalid_input', /not valid JSON/);
+  throwsCode(() => hot.admit(g, 9, BODY, 0, null), 'invalid_input', /unknown endpoint 9/);
+  throwsCode(() => hot.admit(g, '0', BODY, 0, null), 'invalid_input', /endpoint must be a number/);
+  throwsCode(() => hot.admit(g, 0, BODY, 0, 7), 'invalid_input', /baseURL must be a string/);
+  throwsCode(() => hot.admit(g, 0, BODY, 123456, null), 'config', /no live tag set has slot 123456/);
+  throwsCode(() => hot.admit(123456, 0, BODY, 0, null), 'config', /no live guard has slot 123456/);
+  throwsCode(() => hot.admit(), 'invalid_input', /guard slot must be a number/);
+  throwsCode(() => hot.finishResponse(g, 'res_x'), 'invalid_input', /response must be a string/);
+  throwsCode(() => hot.finishPartial(g, {}, 'text'), 'invalid_input', /reservation id must be a string/);
+  throwsCode(() => hot.finishFailed(0, 'res_x'), 'config', /no live guard has slot 0/);
+  throwsCode(() => hot.keepAlive(g, null), 'invalid_input', /reservation id must be a string/);
+  // Unknown reservations are ignored (already finished, or never this guard's).
+  assert.equal(hot.finishUnknown(g, 'res_unknown'), undefined);
+  assert.equal(hot.keepAlive(g, 'res_unknown'), false);
+  // Non-ASCII text goes through intact (UTF-8 read into a reused buffer).
+  const body = JSON.stringify({ model: 'gpt-4o-mini', messages: [{ role: 'user', content: 'héllo 👋 '.repeat(500) }] });
+  assert.equal(typeof hot.admit(g, 0, body, 0, null), 'string');
+  // The guard still works after all of that.
+  assert.equal(typeof hot.admit(g, 0, BODY, 0, null), 'string');
+  await guard.shutdown();
+});
