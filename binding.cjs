@@ -838,4 +838,3 @@ module.exports = nativeBinding
 module.exports.NativeGuard = nativeBinding.NativeGuard
 module.exports.NativeTags = nativeBinding.NativeTags
 module.exports.coreVersion = nativeBinding.coreVersion
-module.exports.countTokens = nativeBinding.countTokens

@@ -65,9 +65,6 @@ export declare class NativeTags {
 /** The version of the native core and of the price data it uses. */
 export declare function coreVersion(): string
 
-/** Counts `text` in tokens with the tokenizer of `model` (for cutting streams under `fit`). */
-export declare function countTokens(model: string, text: string): number
-
 /** The outcome of [`NativeGuard::admit`]. */
 export interface NativeAdmission {
   /** True when the call may go out; `id` then names its reservation. */

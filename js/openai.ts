@@ -26,7 +26,7 @@ import type * as Api from "../index.js";
 import { BudgetCutoffError, BursoraConfigError } from "./errors.js";
 import { callTags, makeDefaults, type TagDefaults } from "./context.js";
 import type { Guard } from "./guard.js";
-import { Endpoint, native, type HotBinding, type NativeAdmission, type NativeTags } from "./internal/native.js";
+import { Endpoint, type HotBinding, type NativeAdmission, type NativeTags } from "./internal/native.js";
 
 /** The parts of an OpenAI client we rely on. */
 interface OpenAILike {
@@ -678,7 +678,7 @@ class Call {
     if (text.length === 0) return;
     this.#text += text;
     // Counting costs a native call per delta, so only capped (`fit`) streams pay for it.
-    if (this.#admission?.capped === true) this.#outputTokens += native().countTokens(String(this.#request.model), text);
+    if (this.#admission?.capped === true) this.#outputTokens += this.#hot.countTokens(String(this.#request.model), text);
   }
 
   #overCap(): boolean {

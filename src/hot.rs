@@ -1,4 +1,5 @@
-//! The per-call entry points — `admit`, the four `finish*` endings and `keepAlive` — as plain
+//! The per-call entry points — `admit`, the four `finish*` endings, `keepAlive` and
+//! `countTokens` — as plain
 //! N-API functions on the module's exports, instead of `#[napi]` methods.
 //!
 //! Why: for every call of a method with arguments, napi-rs 3's generated glue opens a borrow
@@ -20,6 +21,7 @@ use std::ptr;
 use std::sync::{Arc, PoisonError, RwLock};
 
 use bursora_core::budget::Tags;
+use bursora_core::estimate::{count_tokens as core_count_tokens, encoding_for_model};
 use bursora_core::guard::{CallEnding, Guard};
 use napi::bindgen_prelude::{JsError, ToNapiValue, panic_to_error};
 use napi::sys;
@@ -367,15 +369,42 @@ unsafe extern "C" fn keep_alive(
     }
 }
 
+/// `countTokens(model, text)`: `text` in tokens of `model`'s tokenizer (each delta of a capped
+/// stream under `fit`).
+unsafe extern "C" fn count_tokens(
+    env: sys::napi_env,
+    info: sys::napi_callback_info,
+) -> sys::napi_value {
+    // SAFETY: called by N-API with the current call's `env` and `info`.
+    unsafe {
+        run(env, || {
+            let [model, text] = args::<2>(env, info)?;
+            let n = BUFFERS.with(|buffers| {
+                let mut buffers = buffers.borrow_mut();
+                let [model_buf, text_buf] = &mut *buffers;
+                let model = str_arg(env, model, model_buf, "the model")?;
+                let text = str_arg(env, text, text_buf, "the text")?;
+                Ok::<_, Error>(core_count_tokens(encoding_for_model(model), text))
+            })?;
+            #[allow(clippy::cast_precision_loss)] // token counts stay far below 2^53
+            let n = n as f64;
+            ToNapiValue::to_napi_value(env, n).map_err(|e| {
+                napi::Error::new("internal".to_owned(), format!("returning: {}", e.reason))
+            })
+        })
+    }
+}
+
 type Callback = unsafe extern "C" fn(sys::napi_env, sys::napi_callback_info) -> sys::napi_value;
 
-const EXPORTS: [(&CStr, Callback); 6] = [
+const EXPORTS: [(&CStr, Callback); 7] = [
     (c"admit", admit),
     (c"finishResponse", finish_response),
     (c"finishPartial", finish_partial),
     (c"finishFailed", finish_failed),
     (c"finishUnknown", finish_unknown),
     (c"keepAlive", keep_alive),
+    (c"countTokens", count_tokens),
 ];
 
 /// Puts the hot functions on `exports.hot`.

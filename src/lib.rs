@@ -11,9 +11,7 @@ use std::sync::Arc;
 
 use bursora_core::Error as CoreError;
 use bursora_core::budget::Tags;
-use bursora_core::estimate::{
-    Endpoint, count_tokens as core_count_tokens, encoding_for_model, estimate_plain,
-};
+use bursora_core::estimate::{Endpoint, estimate_plain};
 use bursora_core::guard::{Guard, GuardOptions};
 use bursora_core::ledger::BudgetStatus;
 use bursora_core::warn::Warning;
@@ -28,7 +26,8 @@ mod hot;
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-/// Puts the per-call functions (`hot.admit`, `hot.finish*`, `hot.keepAlive`) on the exports.
+/// Puts the per-call functions (`hot.admit`, `hot.finish*`, `hot.keepAlive`,
+/// `hot.countTokens`) on the exports.
 #[napi(module_exports)]
 pub fn register_hot(exports: Object, env: Env) -> Result<()> {
     hot::register(env.raw(), exports.raw())
@@ -526,13 +525,6 @@ impl Task for Drain {
     fn resolve(&mut self, _env: Env, (): ()) -> napi::Result<()> {
         Ok(())
     }
-}
-
-/// Counts `text` in tokens with the tokenizer of `model` (for cutting streams under `fit`).
-#[napi(catch_unwind)]
-#[allow(clippy::cast_precision_loss)]
-pub fn count_tokens(model: String, text: String) -> f64 {
-    core_count_tokens(encoding_for_model(&model), &text) as f64
 }
 
 /// The version of the native core and of the price data it uses.

@@ -56,6 +56,12 @@ test('hot.admit without tags, with a null baseURL, and a refusal as a value', as
   await guard.shutdown();
 });
 
+test('hot.countTokens counts with the model\'s tokenizer', () => {
+  assert.equal(hot.countTokens('gpt-4o-mini', ''), 0);
+  assert.equal(hot.countTokens('gpt-4o-mini', 'Hello world'), 2);
+  assert.equal(hot.countTokens('gpt-4o-mini', 'héllo 👋'.repeat(100)) > 100, true);
+});
+
 test('malformed arguments are errors with a code, never a crash', async () => {
   const guard = newGuard();
   const g = guard.slot;
@@ -71,6 +77,8 @@ test('malformed arguments are errors with a code, never a crash', async () => {
   throwsCode(() => hot.finishPartial(g, {}, 'text'), 'invalid_input', /reservation id must be a string/);
   throwsCode(() => hot.finishFailed(0, 'res_x'), 'config', /no live guard has slot 0/);
   throwsCode(() => hot.keepAlive(g, null), 'invalid_input', /reservation id must be a string/);
+  throwsCode(() => hot.countTokens('gpt-4o-mini', 5), 'invalid_input', /text must be a string/);
+  throwsCode(() => hot.countTokens(undefined, 'x'), 'invalid_input', /model must be a string/);
   // Unknown reservations are ignored (already finished, or never this guard's).
   assert.equal(hot.finishUnknown(g, 'res_unknown'), undefined);
   assert.equal(hot.keepAlive(g, 'res_unknown'), false);

@@ -43,6 +43,8 @@ export interface HotBinding {
   finishUnknown(guard: number, id: string): void;
   /** Renews a live stream's reservation for another TTL; false if it already ended. */
   keepAlive(guard: number, id: string): boolean;
+  /** `text` in tokens of `model`'s tokenizer (each delta of a capped stream under `fit`). */
+  countTokens(model: string, text: string): number;
 }
 
 let binding: typeof Binding | undefined;
