@@ -48,8 +48,13 @@ struct Counter {
     ends_at_ms: i64,
 }
 
+/// A reservation id, shared by the maps that index it (no copy per index, nor per ending).
+type Id = Arc<str>;
+
 #[derive(Debug)]
 struct Held {
+    /// The id, as the maps below hold it.
+    id: Id,
     amount: NanoUsd,
     /// True when `fit` held less than was asked (a replay answers with it).
     capped: bool,
@@ -65,10 +70,10 @@ struct Held {
 struct State {
     budgets: Vec<Budget>,
     counters: HashMap<CounterKey, Counter>,
-    reservations: HashMap<String, Held>,
-    expiry: BTreeSet<(i64, String)>,
+    reservations: HashMap<Id, Held>,
+    expiry: BTreeSet<(i64, Id)>,
     /// Ended reservations in the order they ended, for forgetting them later.
-    ended: VecDeque<(i64, String)>,
+    ended: VecDeque<(i64, Id)>,
     next_sweep_ms: i64,
 }
 
@@ -119,7 +124,7 @@ impl State {
             let Some((_, id)) = self.expiry.pop_first() else {
                 break;
             };
-            if let Some(held) = self.reservations.get_mut(&id)
+            if let Some(held) = self.reservations.get_mut(&*id)
                 && held.ended.is_none()
             {
                 let math = SettleMath::settle(held.amount, held.amount);
@@ -146,7 +151,7 @@ impl State {
                 break;
             }
             if let Some((_, id)) = self.ended.pop_front() {
-                self.reservations.remove(&id);
+                self.reservations.remove(&*id);
             }
         }
     }
@@ -172,8 +177,8 @@ impl State {
                 }
                 let report = SettleMath::report(held.amount, actual, outcome, true);
                 if first_end {
-                    self.expiry.remove(&(held.expires_at_ms, id.to_owned()));
-                    self.ended.push_back((now_ms, id.to_owned()));
+                    self.expiry.remove(&(held.expires_at_ms, held.id.clone()));
+                    self.ended.push_back((now_ms, held.id.clone()));
                     if self.ended.len() > MAX_ENDED {
                         self.forget_ended(now_ms);
                     }
@@ -293,12 +298,14 @@ impl Ledger for MemoryLedger {
             }
         }
         let id = req.id.map_or_else(|| self.ids.next(), str::to_owned);
+        let shared: Id = Arc::from(id.as_str());
         let expires_at_ms = now.saturating_add(ttl_ms);
-        st.expiry.insert((expires_at_ms, id.clone()));
+        st.expiry.insert((expires_at_ms, shared.clone()));
         let budgets = keys.len();
         st.reservations.insert(
-            id.clone(),
+            shared.clone(),
             Held {
+                id: shared,
                 amount,
                 capped,
                 budgets,
@@ -349,9 +356,9 @@ impl Ledger for MemoryLedger {
         if held.ended.is_some() {
             return Ok(false);
         }
-        st.expiry.remove(&(held.expires_at_ms, id.to_owned()));
+        st.expiry.remove(&(held.expires_at_ms, held.id.clone()));
         held.expires_at_ms = now.saturating_add(ttl_ms);
-        st.expiry.insert((held.expires_at_ms, id.to_owned()));
+        st.expiry.insert((held.expires_at_ms, held.id.clone()));
         Ok(true)
     }
 
@@ -413,5 +420,85 @@ impl Ledger for MemoryLedger {
             out.extend(rows);
         }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::budget::{Mode, Selector, Tags};
+    use crate::clock::ManualClock;
+    use crate::ledger::Policy;
+    use crate::window::Window;
+
+    fn call(tenant: &str) -> CallTags {
+        CallTags {
+            tags: Tags::new([("tenant", tenant)]).unwrap(),
+            provider: "openai".into(),
+            model: "gpt-4o-mini".into(),
+        }
+    }
+
+    #[test]
+    fn ids_are_shared_by_the_maps_and_forgotten_in_time() {
+        let clock = ManualClock::new(1_795_651_199_000);
+        let ledger = MemoryLedger::with_clock(Arc::new(clock.clone()));
+        let spec = BudgetSpec::new(
+            "per-tenant",
+            Selector::new([("tenant", "*")]).unwrap(),
+            NanoUsd::from_nanos(1_000).unwrap(),
+            Window::Day,
+            Mode::Block,
+        )
+        .unwrap();
+        ledger.upsert_budget(&spec).unwrap();
+        let mut ids = Vec::new();
+        for tenant in ["a", "b", "a"] {
+            let c = call(tenant);
+            let request = ReserveRequest {
+                call: &c,
+                amount: NanoUsd::from_nanos(10).unwrap(),
+                policy: Policy::Block,
+                ttl_ms: None,
+                id: None,
+            };
+            ids.push(ledger.reserve(&request).unwrap().id);
+        }
+        {
+            let st = ledger.state.lock();
+            // Each id is one allocation, shared by the maps.
+            for id in &ids {
+                let (key, held) = st.reservations.get_key_value(id.as_str()).unwrap();
+                assert_eq!(&*held.id, id.as_str());
+                assert!(Arc::ptr_eq(key, &held.id));
+                let (_, in_expiry) = st
+                    .expiry
+                    .get(&(held.expires_at_ms, held.id.clone()))
+                    .unwrap();
+                assert!(Arc::ptr_eq(in_expiry, &held.id));
+            }
+        }
+        let seven = NanoUsd::from_nanos(7).unwrap();
+        for id in &ids {
+            assert!(ledger.settle(id, seven).unwrap().applied);
+        }
+        // A duplicate settle is recognised.
+        assert!(!ledger.settle(&ids[0], seven).unwrap().applied);
+        {
+            let st = ledger.state.lock();
+            assert!(st.expiry.is_empty());
+            assert_eq!(st.ended.len(), 3);
+            for (_, id) in &st.ended {
+                assert!(Arc::ptr_eq(id, &st.reservations[&**id].id));
+            }
+        }
+        // Forgotten after KEEP_ENDED_MS: a later settle is of an unknown reservation.
+        clock.advance(KEEP_ENDED_MS + SWEEP_EVERY_MS);
+        ledger.expire().unwrap();
+        assert!(ledger.state.lock().reservations.is_empty());
+        assert!(matches!(
+            ledger.settle(&ids[0], seven),
+            Err(Error::UnknownReservation { .. })
+        ));
     }
 }

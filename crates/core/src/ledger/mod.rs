@@ -557,8 +557,16 @@ impl IdGen {
     }
 
     pub(crate) fn next(&self) -> String {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
         let n = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        format!("{}{n:x}", self.prefix)
+        // `prefix` + `n` in lowercase hex, without the formatting machinery (once per call).
+        let digits = (u64::BITS - n.leading_zeros()).div_ceil(4).max(1);
+        let mut id = String::with_capacity(self.prefix.len() + digits as usize);
+        id.push_str(&self.prefix);
+        for i in (0..digits).rev() {
+            id.push(char::from(HEX[((n >> (i * 4)) & 0xf) as usize]));
+        }
+        id
     }
 }
 
@@ -611,6 +619,30 @@ pub fn validate_ttl(ttl_ms: i64) -> Result<i64> {
 mod tests {
     use super::*;
     use crate::budget::Selector;
+
+    #[test]
+    fn ids_are_the_prefix_and_the_sequence_number_in_hex() {
+        let ids = IdGen::new();
+        for n in [
+            1u64,
+            9,
+            10,
+            15,
+            16,
+            255,
+            256,
+            0xdead_beef,
+            u64::MAX - 1,
+            u64::MAX,
+        ] {
+            ids.next.store(n, std::sync::atomic::Ordering::Relaxed);
+            let id = ids.next();
+            assert_eq!(id, format!("{}{n:x}", ids.prefix));
+            validate_reservation_id(&id).unwrap();
+        }
+        ids.next.store(0, std::sync::atomic::Ordering::Relaxed);
+        assert_eq!(ids.next(), format!("{}0", ids.prefix));
+    }
 
     fn budget(name: &str, limit: i64, mode: Mode) -> Budget {
         Budget {
