@@ -837,4 +837,5 @@ module.exports.__napiBindingTarget = __napiStampBindingTarget(nativeBinding, __n
 module.exports = nativeBinding
 module.exports.NativeGuard = nativeBinding.NativeGuard
 module.exports.NativeTags = nativeBinding.NativeTags
+module.exports.chatUsageFields = nativeBinding.chatUsageFields
 module.exports.coreVersion = nativeBinding.coreVersion

@@ -62,6 +62,9 @@ export declare class NativeTags {
   entries(): Record<string, string>
 }
 
+/** The paths (below `usage`) that `hot.finishChatUsage` takes the values of, in order. */
+export declare function chatUsageFields(): Array<Array<string>>
+
 /** The version of the native core and of the price data it uses. */
 export declare function coreVersion(): string
 

@@ -26,7 +26,7 @@ import type * as Api from "../index.js";
 import { BudgetCutoffError, BursoraConfigError } from "./errors.js";
 import { callTags, makeDefaults, type TagDefaults } from "./context.js";
 import type { Guard } from "./guard.js";
-import { Endpoint, type HotBinding, type NativeAdmission, type NativeTags } from "./internal/native.js";
+import { Endpoint, chatUsageFields, type HotBinding, type NativeAdmission, type NativeTags } from "./internal/native.js";
 
 /** The parts of an OpenAI client we rely on. */
 interface OpenAILike {
@@ -474,6 +474,21 @@ class Call {
   settle(result: { usage?: unknown; service_tier?: unknown; output?: unknown } | null | undefined): void {
     if (result?.usage == null) return this.unknown(); // no usage reported: settle at the reservation
     if (!this.#finish()) return;
+    const usage = result.usage;
+    if (this.#endpoint === Endpoint.ChatCompletions) {
+      // No JSON round trip for the common case: the addon reads the values of its fields.
+      if (typeof usage !== "object" || Array.isArray(usage)) return this.#hot.finishUnknown(this.#slot, this.#id!);
+      const f = chatUsageFields();
+      const u = usage as Body;
+      this.#hot.finishChatUsage(
+        this.#slot,
+        this.#id!,
+        typeof result.service_tier === "string" ? result.service_tier : null,
+        usageValue(u, f[0]!), usageValue(u, f[1]!), usageValue(u, f[2]!), usageValue(u, f[3]!),
+        usageValue(u, f[4]!), usageValue(u, f[5]!), usageValue(u, f[6]!), usageValue(u, f[7]!),
+      );
+      return;
+    }
     this.#hot.finishResponse(
       this.#slot,
       this.#id!,
@@ -720,6 +735,13 @@ function isStream(value: unknown): value is StreamLike {
 function isProviderError(err: unknown): boolean {
   const e = err as { status?: unknown; error?: unknown } | null;
   return typeof e === "object" && e !== null && (typeof e.status === "number" || e.error != null);
+}
+
+/** The value at `path` below `usage`; `undefined` below a parent that is not an object. */
+function usageValue(usage: Body, path: readonly string[]): unknown {
+  let v: unknown = usage[path[0]!];
+  for (let i = 1; i < path.length; i++) v = v !== null && typeof v === "object" ? (v as Body)[path[i]!] : undefined;
+  return v;
 }
 
 /** Only `web_search_call` items of a Responses output are billed per call; send only those. */

@@ -1,4 +1,4 @@
-//! The per-call entry points — `admit`, the four `finish*` endings, `keepAlive` and
+//! The per-call entry points — `admit`, the `finish*` endings, `keepAlive` and
 //! `countTokens` — as plain
 //! N-API functions on the module's exports, instead of `#[napi]` methods.
 //!
@@ -23,6 +23,7 @@ use std::sync::{Arc, PoisonError, RwLock};
 use bursora_core::budget::Tags;
 use bursora_core::estimate::{count_tokens as core_count_tokens, encoding_for_model};
 use bursora_core::guard::{CallEnding, Guard};
+use bursora_core::pricing::{CHAT_USAGE_FIELDS, CountValue, TokenUsage};
 use napi::bindgen_prelude::{JsError, ToNapiValue, panic_to_error};
 use napi::sys;
 
@@ -146,12 +147,8 @@ unsafe fn u32_arg(env: sys::napi_env, value: sys::napi_value, what: &str) -> Res
 }
 
 unsafe fn is_nullish(env: sys::napi_env, value: sys::napi_value) -> Result<bool, Error> {
-    let mut kind = 0;
-    // SAFETY: `value` is a live argument of the current call.
-    status(
-        unsafe { sys::napi_typeof(env, value, &raw mut kind) },
-        "reading a type",
-    )?;
+    // SAFETY: forwarded from the callback.
+    let kind = unsafe { type_of(env, value)? };
     Ok(kind == sys::ValueType::napi_undefined || kind == sys::ValueType::napi_null)
 }
 
@@ -287,6 +284,77 @@ unsafe extern "C" fn finish_response(
     }
 }
 
+/// `finishChatUsage(guardSlot, id, serviceTier, ...counts)`: settle a chat completion from its
+/// usage, read by the caller off the usage object: one value per path of
+/// [`CHAT_USAGE_FIELDS`], in order. Exactly what `finishResponse` with the JSON text would do
+/// ([`TokenUsage::from_chat_counts`]), without writing and parsing the JSON; usage that cannot
+/// be read settles at the reservation, as there.
+unsafe extern "C" fn finish_chat_usage(
+    env: sys::napi_env,
+    info: sys::napi_callback_info,
+) -> sys::napi_value {
+    const N: usize = 3 + CHAT_USAGE_FIELDS.len();
+    // SAFETY: called by N-API with the current call's `env` and `info`.
+    unsafe {
+        run(env, || {
+            let (guard, argv) = guard_and_id::<N>(env, info)?;
+            let mut counts = [CountValue::Absent; CHAT_USAGE_FIELDS.len()];
+            for (count, &value) in counts.iter_mut().zip(&argv[3..]) {
+                *count = count_value(env, value)?;
+            }
+            BUFFERS.with(|buffers| {
+                let mut buffers = buffers.borrow_mut();
+                let [id_buf, tier_buf] = &mut *buffers;
+                let id = str_arg(env, argv[1], id_buf, "the reservation id")?;
+                let tier = if type_of(env, argv[2])? == sys::ValueType::napi_string {
+                    Some(str_arg(env, argv[2], tier_buf, "the service tier")?.to_owned())
+                } else {
+                    None
+                };
+                let ending = match TokenUsage::from_chat_counts(&counts) {
+                    Ok(usage) => CallEnding::Usage(usage, tier),
+                    Err(_) => CallEnding::Unknown,
+                };
+                guard.finish(id, ending);
+                Ok::<_, Error>(())
+            })?;
+            undefined(env)
+        })
+    }
+}
+
+unsafe fn type_of(
+    env: sys::napi_env,
+    value: sys::napi_value,
+) -> Result<sys::napi_valuetype, Error> {
+    let mut kind = 0;
+    // SAFETY: `value` is a live argument of the current call.
+    status(
+        unsafe { sys::napi_typeof(env, value, &raw mut kind) },
+        "reading a type",
+    )?;
+    Ok(kind)
+}
+
+/// A usage count as the caller passed it (see [`CountValue`]).
+unsafe fn count_value(env: sys::napi_env, value: sys::napi_value) -> Result<CountValue, Error> {
+    // SAFETY: forwarded from the callback.
+    let kind = unsafe { type_of(env, value)? };
+    if kind == sys::ValueType::napi_number {
+        let mut n = 0f64;
+        // SAFETY: `value` is a number argument of the current call.
+        status(
+            unsafe { sys::napi_get_value_double(env, value, &raw mut n) },
+            "reading a number",
+        )?;
+        Ok(CountValue::Number(n))
+    } else if kind == sys::ValueType::napi_undefined || kind == sys::ValueType::napi_null {
+        Ok(CountValue::Absent)
+    } else {
+        Ok(CountValue::Other)
+    }
+}
+
 /// `finishPartial(guardSlot, id, outputText)`: a stream ended early; settle input + what was seen.
 unsafe extern "C" fn finish_partial(
     env: sys::napi_env,
@@ -397,9 +465,10 @@ unsafe extern "C" fn count_tokens(
 
 type Callback = unsafe extern "C" fn(sys::napi_env, sys::napi_callback_info) -> sys::napi_value;
 
-const EXPORTS: [(&CStr, Callback); 7] = [
+const EXPORTS: [(&CStr, Callback); 8] = [
     (c"admit", admit),
     (c"finishResponse", finish_response),
+    (c"finishChatUsage", finish_chat_usage),
     (c"finishPartial", finish_partial),
     (c"finishFailed", finish_failed),
     (c"finishUnknown", finish_unknown),

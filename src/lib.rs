@@ -527,6 +527,16 @@ impl Task for Drain {
     }
 }
 
+/// The paths (below `usage`) that `hot.finishChatUsage` takes the values of, in order.
+#[napi(catch_unwind)]
+#[must_use]
+pub fn chat_usage_fields() -> Vec<Vec<String>> {
+    bursora_core::pricing::CHAT_USAGE_FIELDS
+        .iter()
+        .map(|path| path.iter().map(|&k| k.to_owned()).collect())
+        .collect()
+}
+
 /// The version of the native core and of the price data it uses.
 #[napi(catch_unwind)]
 #[must_use]

@@ -89,3 +89,47 @@ test('malformed arguments are errors with a code, never a crash', async () => {
   assert.equal(typeof hot.admit(g, 0, BODY, 0, null), 'string');
   await guard.shutdown();
 });
+
+test('hot.finishChatUsage settles exactly as finishResponse with the JSON text', async () => {
+  const fields = binding.chatUsageFields();
+  assert.deepEqual(fields[0], ['prompt_tokens']);
+  const read = (usage, path) => {
+    let v = usage[path[0]];
+    for (let i = 1; i < path.length; i++) v = v !== null && typeof v === 'object' ? v[path[i]] : undefined;
+    return v;
+  };
+  const usages = [
+    { prompt_tokens: 31, completion_tokens: 2, total_tokens: 33 },
+    { prompt_tokens: 2000, completion_tokens: 300, prompt_tokens_details: { cached_tokens: 1024, audio_tokens: 0 }, completion_tokens_details: { reasoning_tokens: 200 } },
+    { prompt_tokens: 10, completion_tokens: 1, prompt_tokens_details: null },
+    { prompt_tokens: 10, completion_tokens: 1, prompt_tokens_details: 5 },
+    { prompt_tokens: 10.5, completion_tokens: 1 }, // not a count: settles at the reservation
+    { prompt_tokens: '10', completion_tokens: 1 },
+    { prompt_tokens: -3, completion_tokens: 1 },
+    { prompt_tokens: 10 }, // completion_tokens missing
+    { prompt_tokens: 10, completion_tokens: NaN }, // JSON.stringify writes null: missing
+    { prompt_tokens: 10, completion_tokens: 4, completion_tokens_details: { audio_tokens: Infinity } },
+  ];
+  for (const [i, usage] of usages.entries()) {
+    const byJson = newGuard();
+    const byValues = newGuard();
+    for (const tier of [undefined, 'default', 'flex']) {
+      const a = hot.admit(byJson.slot, 0, BODY, 0, null);
+      hot.finishResponse(byJson.slot, a, JSON.stringify({ usage, service_tier: tier }));
+      const b = hot.admit(byValues.slot, 0, BODY, 0, null);
+      hot.finishChatUsage(byValues.slot, b, typeof tier === 'string' ? tier : null, ...fields.map((f) => read(usage, f)));
+    }
+    await byJson.flush();
+    await byValues.flush();
+    const spent = async (g) => (await g.spend()).find((r) => r.name === 'all');
+    const [x, y] = [await spent(byJson), await spent(byValues)];
+    assert.equal(y.spentNanos, x.spentNanos, `usage #${i}`);
+    assert.equal(y.reservedNanos, 0);
+    assert.ok(x.spentNanos > 0);
+    await byJson.shutdown();
+    await byValues.shutdown();
+  }
+  const guard = newGuard();
+  throwsCode(() => hot.finishChatUsage(guard.slot, 7, null), 'invalid_input', /reservation id must be a string/);
+  await guard.shutdown();
+});

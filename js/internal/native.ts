@@ -35,6 +35,14 @@ export interface HotBinding {
   admit(guard: number, endpoint: Endpoint, bodyJson: string, tags: number, baseURL: string | null): string | NativeAdmission;
   /** Settles from `{ usage, service_tier, output }` (JSON); read on the reporter thread. */
   finishResponse(guard: number, id: string, responseJson: string): void;
+  /**
+   * Settles a chat completion from its usage: the value at each path of `chatUsageFields()`,
+   * in order (whatever it is: the addon reads it exactly as it would read the JSON text).
+   */
+  finishChatUsage(
+    guard: number, id: string, serviceTier: string | null,
+    c0: unknown, c1: unknown, c2: unknown, c3: unknown, c4: unknown, c5: unknown, c6: unknown, c7: unknown,
+  ): void;
   /** A stream ended early with `outputText` seen: settle input plus those tokens. */
   finishPartial(guard: number, id: string, outputText: string): void;
   /** The provider refused before generating: release. */
@@ -67,6 +75,18 @@ export function native(): typeof Binding {
 
 export function hot(): HotBinding {
   return (native() as unknown as { hot: HotBinding }).hot;
+}
+
+let chatFields: readonly (readonly string[])[] | undefined;
+
+/** The paths below `usage` that `hot.finishChatUsage` takes the values of (8, in order). */
+export function chatUsageFields(): readonly (readonly string[])[] {
+  if (chatFields === undefined) {
+    const fields = native().chatUsageFields();
+    if (fields.length !== 8) throw new Error(`bursora: the addon reads ${fields.length} chat usage fields, this build passes 8`);
+    chatFields = fields;
+  }
+  return chatFields;
 }
 
 // A handle's slot, read from the addon once and then kept on the handle itself.

@@ -26,7 +26,7 @@ pub use limits::{DEFAULT_MAX_OUTPUT_TOKENS, max_output_tokens_source};
 pub use model::{PRICE_CHANGE_HORIZON_MS, PriceContext, PriceSource, ResolvedModel};
 pub use resolve::{ModelRef, PriceData, Pricer, UnknownModelPolicy};
 pub use table::PriceTable;
-pub use usage::{TokenUsage, UsageShape};
+pub use usage::{CHAT_USAGE_FIELDS, CountValue, TokenUsage, UsageShape};
 
 /// The bundled price data's version, e.g. `genai-prices 0.2.1`; every decision records it.
 pub const PRICE_DATA_VERSION: &str = include_str!("../../data/genai-prices.version").trim_ascii();

@@ -40,6 +40,32 @@ pub struct TokenUsage {
     pub web_searches: u64,
 }
 
+/// The fields of a chat completion's `usage` that are read, in the order
+/// [`TokenUsage::from_chat_counts`] takes them (paths below `usage`).
+pub const CHAT_USAGE_FIELDS: [&[&str]; 8] = [
+    &["prompt_tokens"],
+    &["prompt_tokens_details", "cached_tokens"],
+    &["prompt_tokens_details", "cache_write_tokens"],
+    &["prompt_tokens_details", "audio_tokens"],
+    &["prompt_tokens_details", "image_tokens"],
+    &["completion_tokens"],
+    &["completion_tokens_details", "reasoning_tokens"],
+    &["completion_tokens_details", "audio_tokens"],
+];
+
+/// A value of a [`CHAT_USAGE_FIELDS`] path as a JavaScript caller read it off the usage object:
+/// what it holds decides the count exactly as its JSON text would (`null`, `undefined`, `NaN`
+/// and infinities all serialise to `null` or nothing).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum CountValue {
+    /// `undefined` or `null` (or a parent object that is absent or not an object).
+    Absent,
+    /// A number.
+    Number(f64),
+    /// Anything else (a string, a boolean, an object, ...): not a count.
+    Other,
+}
+
 /// The shape of an OpenAI response's `usage` object. (To be unified with
 /// `estimate::Endpoint`.)
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -79,21 +105,7 @@ impl TokenUsage {
                 .ok_or_else(|| Error::invalid(format!("usage.{} is missing", path.join("."))))
         };
         let tokens = match shape {
-            UsageShape::Chat => Self {
-                input_tokens: need(&["prompt_tokens"])?,
-                cached_input_tokens: read(&["prompt_tokens_details", "cached_tokens"])?
-                    .unwrap_or(0),
-                cache_write_tokens: read(&["prompt_tokens_details", "cache_write_tokens"])?
-                    .unwrap_or(0),
-                input_audio_tokens: read(&["prompt_tokens_details", "audio_tokens"])?.unwrap_or(0),
-                input_image_tokens: read(&["prompt_tokens_details", "image_tokens"])?.unwrap_or(0),
-                output_tokens: need(&["completion_tokens"])?,
-                reasoning_tokens: read(&["completion_tokens_details", "reasoning_tokens"])?
-                    .unwrap_or(0),
-                output_audio_tokens: read(&["completion_tokens_details", "audio_tokens"])?
-                    .unwrap_or(0),
-                ..Self::default()
-            },
+            UsageShape::Chat => Self::chat_from(|i| read(CHAT_USAGE_FIELDS[i]))?,
             UsageShape::Responses => Self {
                 input_tokens: need(&["input_tokens"])?,
                 cached_input_tokens: read(&["input_tokens_details", "cached_tokens"])?.unwrap_or(0),
@@ -114,6 +126,76 @@ impl TokenUsage {
             },
         };
         Ok((tokens, service_tier))
+    }
+
+    /// Chat usage from the values of [`CHAT_USAGE_FIELDS`], as a JavaScript caller read them:
+    /// the same result, and the same errors, as [`TokenUsage::from_openai`] of the usage
+    /// object's JSON text.
+    ///
+    /// # Errors
+    /// As [`TokenUsage::from_openai`].
+    pub fn from_chat_counts(values: &[CountValue; CHAT_USAGE_FIELDS.len()]) -> Result<Self> {
+        Self::chat_from(|i| match values[i] {
+            CountValue::Absent => Ok(None),
+            // JSON has no NaN or infinity: `JSON.stringify` writes `null`.
+            CountValue::Number(n) if !n.is_finite() => Ok(None),
+            // Exactly the numbers whose JSON text is a u64 (`-0` is written `0`).
+            #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+            CountValue::Number(n)
+                if n >= 0.0 && n.fract() == 0.0 && n < 18_446_744_073_709_551_616.0 =>
+            {
+                Ok(Some(n as u64))
+            }
+            CountValue::Number(n) => Err(Error::invalid(format!(
+                "usage.{} must be a non-negative integer, got {n}",
+                CHAT_USAGE_FIELDS[i].join(".")
+            ))),
+            CountValue::Other => Err(Error::invalid(format!(
+                "usage.{} must be a non-negative integer",
+                CHAT_USAGE_FIELDS[i].join(".")
+            ))),
+        })
+    }
+
+    /// Chat usage from a reader of the [`CHAT_USAGE_FIELDS`] by index: the one place that says
+    /// what each field means and which are required.
+    fn chat_from(mut read: impl FnMut(usize) -> Result<Option<u64>>) -> Result<Self> {
+        // In field order, so the first bad field is the one an error names.
+        let mut counts = [0u64; CHAT_USAGE_FIELDS.len()];
+        for (i, count) in counts.iter_mut().enumerate() {
+            *count = match read(i)? {
+                Some(n) => n,
+                // `prompt_tokens` and `completion_tokens` are required.
+                None if i == 0 || i == 5 => {
+                    return Err(Error::invalid(format!(
+                        "usage.{} is missing",
+                        CHAT_USAGE_FIELDS[i].join(".")
+                    )));
+                }
+                None => 0,
+            };
+        }
+        let [
+            input,
+            cached,
+            cache_write,
+            audio_in,
+            image_in,
+            output,
+            reasoning,
+            audio_out,
+        ] = counts;
+        Ok(Self {
+            input_tokens: input,
+            cached_input_tokens: cached,
+            cache_write_tokens: cache_write,
+            input_audio_tokens: audio_in,
+            input_image_tokens: image_in,
+            output_tokens: output,
+            reasoning_tokens: reasoning,
+            output_audio_tokens: audio_out,
+            ..Self::default()
+        })
     }
 
     /// Checks that sub-counts fit in the counts that include them.
@@ -306,6 +388,82 @@ fn web_search_calls(response: &Value) -> u64 {
 #[cfg(test)]
 mod tests {
     use serde_json::json;
+
+    /// What the JS layer does: read each path off the usage object (`undefined` below a parent
+    /// that is absent or not an object) and classify the value by its JS type.
+    fn as_js_reads(usage: &serde_json::Value) -> [CountValue; CHAT_USAGE_FIELDS.len()] {
+        CHAT_USAGE_FIELDS.map(|path| {
+            let mut v = Some(usage);
+            for key in path {
+                v = v.filter(|x| x.is_object()).and_then(|x| x.get(key));
+            }
+            match v {
+                None | Some(serde_json::Value::Null) => CountValue::Absent,
+                Some(serde_json::Value::Number(n)) => CountValue::Number(n.as_f64().unwrap()),
+                Some(_) => CountValue::Other,
+            }
+        })
+    }
+
+    #[test]
+    fn chat_counts_read_like_the_json_text() {
+        let corpus = [
+            json!({ "prompt_tokens": 31, "completion_tokens": 2, "total_tokens": 33 }),
+            json!({
+                "prompt_tokens": 1200, "completion_tokens": 300,
+                "prompt_tokens_details": { "cached_tokens": 1024, "audio_tokens": 0, "cache_write_tokens": 10, "image_tokens": 5 },
+                "completion_tokens_details": { "reasoning_tokens": 200, "audio_tokens": 7, "accepted_prediction_tokens": 1, "rejected_prediction_tokens": 2 }
+            }),
+            json!({ "prompt_tokens": 5, "completion_tokens": 1, "prompt_tokens_details": null, "completion_tokens_details": { "reasoning_tokens": null } }),
+            json!({ "prompt_tokens": 5, "completion_tokens": 1, "prompt_tokens_details": 7, "completion_tokens_details": "x" }),
+            json!({ "prompt_tokens": 5, "completion_tokens": 1, "prompt_tokens_details": [1, 2] }),
+            json!({ "prompt_tokens": 1_152_921_504_606_846_976_u64, "completion_tokens": 0 }),
+            json!({ "prompt_tokens": 0, "completion_tokens": 0 }),
+            json!({ "prompt_tokens": 1.5, "completion_tokens": 1 }),
+            json!({ "prompt_tokens": -1, "completion_tokens": 1 }),
+            json!({ "prompt_tokens": "5", "completion_tokens": 1 }),
+            json!({ "prompt_tokens": 5, "completion_tokens": true }),
+            json!({ "prompt_tokens": 5, "completion_tokens": 1, "prompt_tokens_details": { "cached_tokens": 2.5 } }),
+            json!({ "prompt_tokens": 5, "completion_tokens": 1, "completion_tokens_details": { "audio_tokens": {} } }),
+            json!({ "prompt_tokens": 5 }),
+            json!({ "completion_tokens": 5 }),
+            json!({ "prompt_tokens": null, "completion_tokens": 5 }),
+            json!({ "prompt_tokens": 1e300, "completion_tokens": 5 }),
+            json!({}),
+        ];
+        for usage in corpus {
+            let from_json = TokenUsage::from_openai(UsageShape::Chat, &json!({ "usage": usage }))
+                .map(|(u, _)| u)
+                .map_err(|e| e.to_string());
+            let from_counts =
+                TokenUsage::from_chat_counts(&as_js_reads(&usage)).map_err(|e| e.to_string());
+            match (&from_json, &from_counts) {
+                (Ok(a), Ok(b)) => assert_eq!(a, b, "{usage}"),
+                (Err(a), Err(b)) => {
+                    // The same field is named (the JSON text's message also quotes the value).
+                    let field = |m: &str| m.split_whitespace().next().unwrap_or("").to_owned();
+                    assert_eq!(field(a), field(b), "{usage}: {a} / {b}");
+                }
+                _ => panic!("{usage}: {from_json:?} vs {from_counts:?}"),
+            }
+        }
+        // What JSON cannot hold reads as JSON.stringify writes it: NaN and infinities as null,
+        // -0 as 0.
+        let mut reads = as_js_reads(&json!({ "prompt_tokens": 3, "completion_tokens": 1 }));
+        reads[1] = CountValue::Number(f64::NAN);
+        reads[6] = CountValue::Number(f64::INFINITY);
+        reads[5] = CountValue::Number(-0.0);
+        let u = TokenUsage::from_chat_counts(&reads).unwrap();
+        assert_eq!(
+            (
+                u.input_tokens,
+                u.cached_input_tokens,
+                u.output_tokens,
+                u.reasoning_tokens
+            ),
+            (3, 0, 0, 0)
+        );
+    }
 
     use super::*;
 
