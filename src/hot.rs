@@ -113,6 +113,10 @@ thread_local! {
     static BUFFERS: RefCell<[Vec<u8>; 2]> = const { RefCell::new([Vec::new(), Vec::new()]) };
 }
 
+/// A buffer that grew beyond this for one large argument (a request with images inlined) is
+/// given back after the call rather than kept for the thread's lifetime.
+const KEEP_BUFFER_BYTES: usize = 256 * 1024;
+
 /// The call's arguments; missing ones are `undefined`.
 unsafe fn args<const N: usize>(
     env: sys::napi_env,
@@ -198,6 +202,16 @@ unsafe fn run(
             napi::Error::new("internal".to_owned(), e.reason.clone())
         })
         .and_then(|r| r);
+    BUFFERS.with(|buffers| {
+        if let Ok(mut buffers) = buffers.try_borrow_mut() {
+            for b in buffers
+                .iter_mut()
+                .filter(|b| b.capacity() > KEEP_BUFFER_BYTES)
+            {
+                *b = Vec::new();
+            }
+        }
+    });
     match result {
         Ok(value) => value,
         Err(e) => {

@@ -85,6 +85,9 @@ test('malformed arguments are errors with a code, never a crash', async () => {
   // Non-ASCII text goes through intact (UTF-8 read into a reused buffer).
   const body = JSON.stringify({ model: 'gpt-4o-mini', messages: [{ role: 'user', content: 'héllo 👋 '.repeat(500) }] });
   assert.equal(typeof hot.admit(g, 0, body, 0, null), 'string');
+  // A body larger than the kept buffer (given back after the call), then a small one again.
+  const big = JSON.stringify({ model: 'gpt-4o-mini', messages: [{ role: 'user', content: 'x'.repeat(2 * 1024 * 1024) }] });
+  assert.equal(typeof hot.admit(g, 0, big, 0, null), 'string');
   // The guard still works after all of that.
   assert.equal(typeof hot.admit(g, 0, BODY, 0, null), 'string');
   await guard.shutdown();
