@@ -275,27 +275,53 @@ unsafe fn guard_and_id<const N: usize>(
     Ok((guard, argv))
 }
 
-/// `finishResponse(guardSlot, id, responseJson)`: settle from `{ usage, service_tier, output }`.
-unsafe extern "C" fn finish_response(
+/// How a `finish*` function reads its ending from the arguments after the guard and the id
+/// (`buf` holds a string argument the ending borrows).
+type ReadEnding<const N: usize> = for<'b> unsafe fn(
+    sys::napi_env,
+    &[sys::napi_value; N],
+    &'b mut Vec<u8>,
+) -> Result<CallEnding<'b>, Error>;
+
+/// `finish*(guardSlot, id, ...)`: hands the reservation's ending to the guard (which ignores an
+/// id it does not hold: already finished).
+unsafe fn finish<const N: usize>(
     env: sys::napi_env,
     info: sys::napi_callback_info,
+    read: ReadEnding<N>,
 ) -> sys::napi_value {
-    // SAFETY: called by N-API with the current call's `env` and `info`.
+    // SAFETY: forwarded from the callback.
     unsafe {
         run(env, || {
-            let (guard, [_, id, json]) = guard_and_id::<3>(env, info)?;
+            let (guard, argv) = guard_and_id::<N>(env, info)?;
             BUFFERS.with(|buffers| {
                 let mut buffers = buffers.borrow_mut();
-                let [id_buf, json_buf] = &mut *buffers;
-                let id = str_arg(env, id, id_buf, "the reservation id")?;
-                // Owned: the reporter thread reads it.
-                let json = str_arg(env, json, json_buf, "the response")?.to_owned();
-                guard.finish(id, CallEnding::ResponseJson(json));
+                let [id_buf, buf] = &mut *buffers;
+                let id = str_arg(env, argv[1], id_buf, "the reservation id")?;
+                guard.finish(id, read(env, &argv, buf)?);
                 Ok::<_, Error>(())
             })?;
             undefined(env)
         })
     }
+}
+
+/// `finishResponse(guardSlot, id, responseJson)`: settle from `{ usage, service_tier, output }`.
+unsafe extern "C" fn finish_response(
+    env: sys::napi_env,
+    info: sys::napi_callback_info,
+) -> sys::napi_value {
+    unsafe fn read<'b>(
+        env: sys::napi_env,
+        argv: &[sys::napi_value; 3],
+        buf: &'b mut Vec<u8>,
+    ) -> Result<CallEnding<'b>, Error> {
+        // Owned: the reporter thread reads it.
+        let json = unsafe { str_arg(env, argv[2], buf, "the response")? };
+        Ok(CallEnding::ResponseJson(json.to_owned()))
+    }
+    // SAFETY: called by N-API with the current call's `env` and `info`.
+    unsafe { finish::<3>(env, info, read) }
 }
 
 /// `finishChatUsage(guardSlot, id, serviceTier, ...counts)`: settle a chat completion from its
@@ -308,33 +334,27 @@ unsafe extern "C" fn finish_chat_usage(
     info: sys::napi_callback_info,
 ) -> sys::napi_value {
     const N: usize = 3 + CHAT_USAGE_FIELDS.len();
-    // SAFETY: called by N-API with the current call's `env` and `info`.
-    unsafe {
-        run(env, || {
-            let (guard, argv) = guard_and_id::<N>(env, info)?;
-            let mut counts = [CountValue::Absent; CHAT_USAGE_FIELDS.len()];
-            for (count, &value) in counts.iter_mut().zip(&argv[3..]) {
-                *count = count_value(env, value)?;
-            }
-            BUFFERS.with(|buffers| {
-                let mut buffers = buffers.borrow_mut();
-                let [id_buf, tier_buf] = &mut *buffers;
-                let id = str_arg(env, argv[1], id_buf, "the reservation id")?;
-                let tier = if type_of(env, argv[2])? == sys::ValueType::napi_string {
-                    Some(str_arg(env, argv[2], tier_buf, "the service tier")?.to_owned())
-                } else {
-                    None
-                };
-                let ending = match TokenUsage::from_chat_counts(&counts) {
-                    Ok(usage) => CallEnding::Usage(usage, tier),
-                    Err(_) => CallEnding::Unknown,
-                };
-                guard.finish(id, ending);
-                Ok::<_, Error>(())
-            })?;
-            undefined(env)
+    unsafe fn read<'b>(
+        env: sys::napi_env,
+        argv: &[sys::napi_value; N],
+        buf: &'b mut Vec<u8>,
+    ) -> Result<CallEnding<'b>, Error> {
+        let mut counts = [CountValue::Absent; CHAT_USAGE_FIELDS.len()];
+        for (count, &value) in counts.iter_mut().zip(&argv[3..]) {
+            *count = unsafe { count_value(env, value)? };
+        }
+        let tier = if unsafe { type_of(env, argv[2])? } == sys::ValueType::napi_string {
+            Some(unsafe { str_arg(env, argv[2], buf, "the service tier")? }.to_owned())
+        } else {
+            None
+        };
+        Ok(match TokenUsage::from_chat_counts(&counts) {
+            Ok(usage) => CallEnding::Usage(usage, tier),
+            Err(_) => CallEnding::Unknown,
         })
     }
+    // SAFETY: called by N-API with the current call's `env` and `info`.
+    unsafe { finish::<N>(env, info, read) }
 }
 
 unsafe fn type_of(
@@ -374,42 +394,29 @@ unsafe extern "C" fn finish_partial(
     env: sys::napi_env,
     info: sys::napi_callback_info,
 ) -> sys::napi_value {
-    // SAFETY: called by N-API with the current call's `env` and `info`.
-    unsafe {
-        run(env, || {
-            let (guard, [_, id, text]) = guard_and_id::<3>(env, info)?;
-            BUFFERS.with(|buffers| {
-                let mut buffers = buffers.borrow_mut();
-                let [id_buf, text_buf] = &mut *buffers;
-                let id = str_arg(env, id, id_buf, "the reservation id")?;
-                let text = str_arg(env, text, text_buf, "the output text")?;
-                guard.finish(id, CallEnding::Partial(text));
-                Ok::<_, Error>(())
-            })?;
-            undefined(env)
-        })
+    unsafe fn read<'b>(
+        env: sys::napi_env,
+        argv: &[sys::napi_value; 3],
+        buf: &'b mut Vec<u8>,
+    ) -> Result<CallEnding<'b>, Error> {
+        let text = unsafe { str_arg(env, argv[2], buf, "the output text")? };
+        Ok(CallEnding::Partial(text))
     }
+    // SAFETY: called by N-API with the current call's `env` and `info`.
+    unsafe { finish::<3>(env, info, read) }
 }
 
-/// The endings that carry nothing but the id.
-unsafe fn finish_plain(
-    env: sys::napi_env,
-    info: sys::napi_callback_info,
-    ending: fn() -> CallEnding<'static>,
-) -> sys::napi_value {
-    // SAFETY: forwarded from the callback.
-    unsafe {
-        run(env, || {
-            let (guard, [_, id]) = guard_and_id::<2>(env, info)?;
-            BUFFERS.with(|buffers| {
-                let mut buffers = buffers.borrow_mut();
-                let id = str_arg(env, id, &mut buffers[0], "the reservation id")?;
-                guard.finish(id, ending());
-                Ok::<_, Error>(())
-            })?;
-            undefined(env)
-        })
-    }
+/// The endings that carry nothing but the id: `Failed` or `Unknown`.
+unsafe fn id_only<'b, const FAILED: bool>(
+    _: sys::napi_env,
+    _: &[sys::napi_value; 2],
+    _: &'b mut Vec<u8>,
+) -> Result<CallEnding<'b>, Error> {
+    Ok(if FAILED {
+        CallEnding::Failed
+    } else {
+        CallEnding::Unknown
+    })
 }
 
 /// `finishFailed(guardSlot, id)`: the provider refused before generating; release.
@@ -418,7 +425,7 @@ unsafe extern "C" fn finish_failed(
     info: sys::napi_callback_info,
 ) -> sys::napi_value {
     // SAFETY: called by N-API with the current call's `env` and `info`.
-    unsafe { finish_plain(env, info, || CallEnding::Failed) }
+    unsafe { finish::<2>(env, info, id_only::<true>) }
 }
 
 /// `finishUnknown(guardSlot, id)`: no response at all; settle at the reservation.
@@ -427,7 +434,7 @@ unsafe extern "C" fn finish_unknown(
     info: sys::napi_callback_info,
 ) -> sys::napi_value {
     // SAFETY: called by N-API with the current call's `env` and `info`.
-    unsafe { finish_plain(env, info, || CallEnding::Unknown) }
+    unsafe { finish::<2>(env, info, id_only::<false>) }
 }
 
 /// `keepAlive(guardSlot, id)`: renews a live stream's reservation; false if it already ended.
