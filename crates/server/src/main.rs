@@ -64,7 +64,8 @@ struct Serve {
     /// How often budgets are checked against their alert thresholds, in milliseconds.
     #[arg(long, default_value_t = 1_000)]
     alert_every_ms: u64,
-    /// Most Postgres connections per replica.
+    /// Most Postgres connections per replica: a quarter of them (at least one) run the
+    /// reservation statement (on generic plans), the rest everything else.
     #[arg(long, default_value_t = 16)]
     max_connections: u32,
     /// How long ended reservations, refusals and usage events are kept, in days (the history
