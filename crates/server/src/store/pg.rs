@@ -9,8 +9,7 @@
 //!   rows; the one whose figures went stale decides again on the true ones.
 //! - **settle/release** (batched) locks the batch's reservation rows in id order, then every
 //!   counter they touch in counter order, and moves them by the core's [`EndPlan`]; the row lock
-//!   on the reservation makes a duplicate settle see the first one's result (idempotent). A batch
-//!   rides the transaction of its project's next reservation group (`coalesce`), settled first.
+//!   on the reservation makes a duplicate settle see the first one's result (idempotent).
 //! - **expire** takes overdue reservations with `FOR UPDATE SKIP LOCKED`, so sweepers on several
 //!   replicas split the work instead of waiting on each other, then locks counters in order.
 //!
@@ -424,20 +423,10 @@ impl PgStore {
         project: &str,
         items: Vec<SettleWith>,
     ) -> Result<Vec<Result<Settlement>>> {
-        coalesce::settle(self, project, items).await
-    }
-
-    /// A settlement batch in a transaction of its own (retried on deadlocks): what a batch does
-    /// when it cannot ride a reservation group's transaction ([`coalesce`]).
-    async fn settle_alone(
-        &self,
-        project: &str,
-        items: &[SettleWith],
-    ) -> Result<Vec<Result<Settlement>>> {
+        let items = &items;
         retry(|| async move {
             let mut tx = self.pool.begin().await?;
-            let results =
-                settle_in(&mut tx, project, items, &[], &[], now_ms(), &self.groups).await?;
+            let results = settle_in(&mut tx, project, items, &[], now_ms(), &self.groups).await?;
             tx.commit().await?;
             Ok(results)
         })
@@ -526,7 +515,7 @@ impl PgStore {
             }
         }
         let extra: Vec<CounterId> = spend.keys().cloned().collect();
-        let settled = settle_in(&mut tx, project, &settles, &extra, &[], now, &self.groups).await?;
+        let settled = settle_in(&mut tx, project, &settles, &extra, now, &self.groups).await?;
         if !spend.is_empty() {
             let counters: Vec<CounterId> = spend.keys().cloned().collect();
             let amounts: Vec<i64> = counters.iter().map(|c| spend[c]).collect();
@@ -930,14 +919,12 @@ impl PgStore {
 /// Settles (or releases) reservations of `project` inside `conn`'s transaction: locks the rows
 /// in id order, decides each item with the core's [`EndPlan`], then locks every counter the
 /// settlements move together with `extra` (created when missing: a usage batch's counters)
-/// and `lock_also` (not created: the counters of a reservation group that follows in the same
-/// transaction) in the global order, moves them and marks the rows. One result per item.
+/// in the global order, moves them and marks the rows. One result per item.
 async fn settle_in(
     conn: &mut PgConnection,
     project: &str,
     items: &[SettleWith],
     extra: &[CounterId],
-    lock_also: &[CounterId],
     now: i64,
     groups: &coalesce::Groups,
 ) -> std::result::Result<Vec<Result<Settlement>>, Fail> {
@@ -1042,13 +1029,6 @@ async fn settle_in(
         let mut touched: Vec<CounterId> = moves.iter().flat_map(|(c, _)| c.clone()).collect();
         touched.extend_from_slice(extra);
         lock_counters(&mut *conn, &touched, true).await?;
-    }
-    if !lock_also.is_empty() {
-        // Every counter this transaction will hold, in the global order, before it holds any:
-        // the reservation group's statement then finds them locked by us.
-        let mut touched: Vec<CounterId> = moves.iter().flat_map(|(c, _)| c.clone()).collect();
-        touched.extend_from_slice(lock_also);
-        lock_counters(&mut *conn, &touched, false).await?;
     }
     apply_sums(&mut *conn, &moves, groups).await?;
     Ok(results)

@@ -22,9 +22,6 @@
 //! misses the group takes the locks in a transaction first, so it cannot starve: the statement
 //! that misses then holds the locks, and the next one, decided on its answer, cannot miss.
 //!
-//! Settlement batches of the project queue for the same turns: a turn with batches settles them
-//! and then writes its group in one transaction ([`settle`]), one commit for both.
-//!
 //! Nobody is answered before the commit, so every admitted reservation is as durable as a plain
 //! one; the group runs in its own task, so a caller that goes away cancels nobody else's.
 
@@ -32,10 +29,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use bursora_core::budget::Budget;
-use bursora_core::ledger::history::{RefusedBy, SettleWith, new_refusal_id, tags_json};
-use bursora_core::ledger::{
-    CounterState, Decision, Reservation, Settlement, decide, exceeded, plan_counters,
-};
+use bursora_core::ledger::history::{RefusedBy, new_refusal_id, tags_json};
+use bursora_core::ledger::{CounterState, Decision, Reservation, decide, exceeded, plan_counters};
 use bursora_core::{Error, NanoUsd, Result};
 use sqlx::Row;
 use sqlx::postgres::PgConnection;
@@ -46,8 +41,6 @@ use crate::store::{ReserveInput, new_id, now_ms};
 
 /// Most reservations one statement takes; the rest wait for the next turn.
 const MAX_GROUP: usize = 512;
-/// Most settlement items one turn takes (a batch larger than this alone is still taken).
-const MAX_SETTLES: usize = 2_000;
 /// Statements a group tries without holding locks in between.
 const OPTIMISTIC: usize = 6;
 /// Statements, all in all, before a group gives up.
@@ -66,16 +59,9 @@ struct Waiting {
     reply: oneshot::Sender<Result<Reservation>>,
 }
 
-/// A settlement batch waiting for its project's turn.
-struct SettleWaiting {
-    items: Vec<SettleWith>,
-    reply: oneshot::Sender<Result<Vec<Result<Settlement>>>>,
-}
-
 #[derive(Default)]
 struct Queue {
     pending: Mutex<Vec<Waiting>>,
-    settles: Mutex<Vec<SettleWaiting>>,
     /// Held by the caller whose turn it is to run a group.
     turn: tokio::sync::Mutex<()>,
 }
@@ -136,38 +122,12 @@ pub(super) async fn reserve(
     ttl_ms: i64,
 ) -> Result<Reservation> {
     let queue = pg.groups.queue(project);
-    let (reply, answer) = oneshot::channel();
+    let (reply, mut answer) = oneshot::channel();
     lock(&queue.pending).push(Waiting {
         input,
         ttl_ms,
         reply,
     });
-    take_turns(pg, project, &queue, answer).await
-}
-
-/// Settles (or releases) a batch of `project`'s reservations. The batch waits for the project's
-/// turn like a reserve and is written in the same transaction as the reserves of that turn:
-/// the hot counters are locked once and, with `synchronous_commit = on`, the turn waits for one
-/// WAL flush instead of one for the reserves and one for the settlements.
-pub(super) async fn settle(
-    pg: &PgStore,
-    project: &str,
-    items: Vec<SettleWith>,
-) -> Result<Vec<Result<Settlement>>> {
-    let queue = pg.groups.queue(project);
-    let (reply, answer) = oneshot::channel();
-    lock(&queue.settles).push(SettleWaiting { items, reply });
-    take_turns(pg, project, &queue, answer).await
-}
-
-/// Waits for `answer`, running the project's next turn (the queued reserves and settlement
-/// batches) whenever this caller gets it first.
-async fn take_turns<T>(
-    pg: &PgStore,
-    project: &str,
-    queue: &Queue,
-    mut answer: oneshot::Receiver<Result<T>>,
-) -> Result<T> {
     loop {
         let turn = queue.turn.lock().await;
         // The group that ran while this caller waited for its turn may have taken it.
@@ -183,16 +143,7 @@ async fn take_turns<T>(
             let n = pending.len().min(MAX_GROUP);
             pending.drain(..n).collect()
         };
-        let settles: Vec<SettleWaiting> = {
-            let mut waiting = lock(&queue.settles);
-            let (mut n, mut items) = (0, 0);
-            while n < waiting.len() && (n == 0 || items + waiting[n].items.len() <= MAX_SETTLES) {
-                items += waiting[n].items.len();
-                n += 1;
-            }
-            waiting.drain(..n).collect()
-        };
-        if group.is_empty() && settles.is_empty() {
+        if group.is_empty() {
             // Ours is in a group still running (its caller went away mid-way): wait for it.
             drop(turn);
             return answer
@@ -202,7 +153,7 @@ async fn take_turns<T>(
         let pg = pg.clone();
         let project = project.to_owned();
         // Its own task: if this caller is dropped, the group still commits and answers.
-        let _ = tokio::spawn(async move { run_turn(&pg, &project, group, settles).await }).await;
+        let _ = tokio::spawn(async move { run_group(&pg, &project, group).await }).await;
         drop(turn);
         // Ours was in that group (answered) or, past MAX_GROUP, waits for the next turn.
         if let Ok(result) = answer.try_recv() {
@@ -211,151 +162,12 @@ async fn take_turns<T>(
     }
 }
 
-/// One turn: the settlement batches and the reservation group in one transaction when there
-/// are batches (else the group alone, as [`reserve_group`] writes it).
-async fn run_turn(pg: &PgStore, project: &str, group: Vec<Waiting>, settles: Vec<SettleWaiting>) {
-    if settles.is_empty() {
-        return run_group(pg, project, group).await;
-    }
-    let (items, replies): (Vec<_>, Vec<_>) = group
-        .into_iter()
-        .map(|w| ((w.input, w.ttl_ms), w.reply))
-        .unzip();
-    let (batches, settle_replies): (Vec<_>, Vec<_>) =
-        settles.into_iter().map(|w| (w.items, w.reply)).unzip();
-    let (reserved, settled) = match together(pg, project, &items, &batches).await {
-        Together::Done { reserved, settled } => {
-            (Ok(reserved), settled.into_iter().map(Ok).collect())
-        }
-        Together::CommitFailed(e) => {
-            // Maybe committed, maybe not: nothing is run again (a repeat of a settlement is
-            // harmless, of a reservation without an id it is not); the callers are told.
-            let message = e.to_string();
-            let failed = || Error::Storage {
-                message: message.clone(),
-            };
-            (
-                Err(failed()),
-                batches.iter().map(|_| Err(failed())).collect(),
-            )
-        }
-        Together::RolledBack => {
-            // Nothing was written: each part on its own, as if they had not met.
-            let mut settled = Vec::with_capacity(batches.len());
-            for batch in &batches {
-                settled.push(pg.settle_alone(project, batch).await);
-            }
-            let reserved = if items.is_empty() {
-                Ok(Vec::new())
-            } else {
-                reserve_group(pg, project, &items).await
-            };
-            (reserved, settled)
-        }
-    };
-    for (reply, r) in settle_replies.into_iter().zip(settled) {
-        let _ = reply.send(r);
-    }
-    answer_group(replies, reserved);
-}
-
-enum Together {
-    Done {
-        reserved: Vec<Result<Reservation>>,
-        settled: Vec<Vec<Result<Settlement>>>,
-    },
-    /// Nothing was written.
-    RolledBack,
-    /// The `COMMIT` failed: whether it took effect is unknown.
-    CommitFailed(Error),
-}
-
-/// Settles `batches` (in order, as one batch: a later item naming an earlier one's id sees it
-/// ended) and then reserves `items`, in one transaction that locks every counter it will move,
-/// in the global order, before moving any. Any failure before the `COMMIT` rolls it all back.
-async fn together(
-    pg: &PgStore,
-    project: &str,
-    items: &[(ReserveInput, i64)],
-    batches: &[Vec<SettleWith>],
-) -> Together {
-    let mut g = Group {
-        project,
-        items,
-        answers: items.iter().map(|_| None).collect(),
-        now: now_ms(),
-    };
-    // The group's counters, locked with the settlements' (its budgets must be known: a
-    // project's first reservations run on their own).
-    let mut lock_also: Vec<CounterId> = Vec::new();
-    if !items.is_empty() {
-        let Some((_, budgets)) = lock(&pg.groups.budgets).get(project).cloned() else {
-            return Together::RolledBack;
-        };
-        for (input, _) in items {
-            for c in plan_counters(&budgets, &input.call, g.now) {
-                lock_also.push((
-                    budgets[c.budget].id.to_string(),
-                    c.key.clone(),
-                    c.window_start_ms,
-                ));
-            }
-        }
-    }
-    let all: Vec<SettleWith> = batches.iter().flatten().cloned().collect();
-    let Ok(mut tx) = pg.reserve_pool.begin().await else {
-        return Together::RolledBack;
-    };
-    let Ok(results) =
-        super::settle_in(&mut tx, project, &all, &[], &lock_also, g.now, &pg.groups).await
-    else {
-        return Together::RolledBack;
-    };
-    if !items.is_empty() {
-        // Every counter is locked by now: a statement that misses (figures this replica had
-        // not seen) answers the true ones and the next cannot miss.
-        let mut done = false;
-        for _ in 0..OPTIMISTIC {
-            match step(pg, &mut tx, &mut g).await {
-                Ok(true) => {
-                    done = true;
-                    break;
-                }
-                Ok(false) => {}
-                Err(_) => return Together::RolledBack,
-            }
-        }
-        if !done {
-            return Together::RolledBack;
-        }
-    }
-    if let Err(e) = tx.commit().await {
-        return Together::CommitFailed(storage(e));
-    }
-    let mut results = results.into_iter();
-    let settled = batches
-        .iter()
-        .map(|b| results.by_ref().take(b.len()).collect())
-        .collect();
-    Together::Done {
-        reserved: g.finish(),
-        settled,
-    }
-}
-
 async fn run_group(pg: &PgStore, project: &str, group: Vec<Waiting>) {
     let (items, replies): (Vec<_>, Vec<_>) = group
         .into_iter()
         .map(|w| ((w.input, w.ttl_ms), w.reply))
         .unzip();
-    answer_group(replies, reserve_group(pg, project, &items).await);
-}
-
-fn answer_group(
-    replies: Vec<oneshot::Sender<Result<Reservation>>>,
-    results: Result<Vec<Result<Reservation>>>,
-) {
-    match results {
+    match reserve_group(pg, project, &items).await {
         Ok(results) => {
             for (reply, r) in replies.into_iter().zip(results) {
                 let _ = reply.send(r);
@@ -1091,117 +903,6 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(mode, "auto");
-    }
-
-    fn settle_with(id: &str, actual: Option<i64>) -> SettleWith {
-        SettleWith {
-            id: id.to_owned(),
-            actual: actual.map(nanos),
-            tokens: Default::default(),
-        }
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_settle_batch_riding_a_group_is_applied_once_in_the_groups_transaction() {
-        let Some(pg) = store().await else { return };
-        let p = project(
-            &pg,
-            &[
-                ("hot", Selector::default(), 10_000, Mode::Block),
-                (
-                    "per-tenant",
-                    Selector::new([("tenant_id", "*")]).unwrap(),
-                    10_000,
-                    Mode::Block,
-                ),
-            ],
-        )
-        .await;
-        let three = [
-            call("a", 3_000, Policy::Block, None),
-            call("b", 3_000, Policy::Block, None),
-            call("c", 3_000, Policy::Block, None),
-        ];
-        let ids: Vec<String> = reserve_group(&pg, &p, &three)
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|r| r.unwrap().id)
-            .collect();
-        // One turn: settle a at 1000 and release b, then (a second batch) a at 2500 again; the
-        // group's 4000 for a new tenant fits only after those (hot holds 9000 of 10000 before).
-        let (s1, settled1) = oneshot::channel();
-        let (s2, settled2) = oneshot::channel();
-        let settles = vec![
-            SettleWaiting {
-                items: vec![
-                    settle_with(&ids[0], Some(1_000)),
-                    settle_with(&ids[1], None),
-                ],
-                reply: s1,
-            },
-            SettleWaiting {
-                items: vec![settle_with(&ids[0], Some(2_500))],
-                reply: s2,
-            },
-        ];
-        let (r1, reserved1) = oneshot::channel();
-        let (r2, reserved2) = oneshot::channel();
-        let group = [
-            (call("d", 4_000, Policy::Block, None), r1),
-            (call("a", 2_000, Policy::Block, None), r2),
-        ]
-        .into_iter()
-        .map(|((input, ttl_ms), reply)| Waiting {
-            input,
-            ttl_ms,
-            reply,
-        })
-        .collect();
-        run_turn(&pg, &p, group, settles).await;
-
-        let first = settled1.await.unwrap().unwrap();
-        let (a, b) = (first[0].as_ref().unwrap(), first[1].as_ref().unwrap());
-        assert_eq!(
-            (a.applied, a.actual, a.refunded),
-            (true, nanos(1_000), nanos(2_000))
-        );
-        assert_eq!((b.applied, b.actual), (true, nanos(0)));
-        let repeat = settled2.await.unwrap().unwrap();
-        let again = repeat[0].as_ref().unwrap();
-        assert_eq!((again.applied, again.actual), (false, nanos(1_000)));
-        let d = reserved1.await.unwrap().unwrap();
-        let a2 = reserved2.await.unwrap().unwrap();
-        assert_eq!((d.amount, a2.amount), (nanos(4_000), nanos(2_000)));
-        assert_eq!(
-            figures(&pg, &p).await,
-            vec![
-                row("hot", None, 1_000, 9_000),
-                row("per-tenant", Some("tenant_id=a"), 1_000, 2_000),
-                row("per-tenant", Some("tenant_id=b"), 0, 0),
-                row("per-tenant", Some("tenant_id=c"), 0, 3_000),
-                row("per-tenant", Some("tenant_id=d"), 0, 4_000),
-            ]
-        );
-        // One transaction wrote the settlements and the new reservations.
-        let written = [&ids[0], &ids[1], &d.id, &a2.id];
-        let xids: i64 = sqlx::query_scalar(
-            "SELECT count(DISTINCT xmin::text) FROM reservations WHERE project_id = $1 AND id = ANY($2)",
-        )
-        .bind(&p)
-        .bind(written.map(String::as_str).to_vec())
-        .fetch_one(&pg.pool)
-        .await
-        .unwrap();
-        assert_eq!(xids, 1);
-        // Later, through the store's own path: applied once, the first figures.
-        let later = pg
-            .settle_batch(&p, vec![settle_with(&ids[0], Some(5))])
-            .await
-            .unwrap();
-        let later = later[0].as_ref().unwrap();
-        assert_eq!((later.applied, later.actual), (false, nanos(1_000)));
-        assert_eq!(figures(&pg, &p).await[0], row("hot", None, 1_000, 9_000));
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
