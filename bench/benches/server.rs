@@ -11,6 +11,7 @@
 //! `BURSORA_TEST_DATABASE_URL` (`scripts/pg-test.sh --run cargo bench ...`) for the Postgres rows.
 //! Knobs: `BENCH_RTT_CALLS` (5,000), `BENCH_CLIENTS` (64), `BENCH_SECS` (5), `BENCH_WARMUP_SECS` (1),
 //! `BENCH_SERVER_ARGS` (extra `serve` flags, to compare settings), `BENCH_SKIP_INPROC=1` (HTTP only).
+//! On a durable Postgres (`fsync=on`) the notes also count the cluster's WAL flushes per pair.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
 use std::net::TcpListener;
@@ -91,6 +92,15 @@ fn postgres_cpu_time() -> Option<Duration> {
         }
     }
     Some(total)
+}
+
+/// WAL flushes the Postgres cluster has made so far (`pg_stat_wal.wal_sync`: 0 unless `fsync` is
+/// on; the figures lag by up to a second, alike at both ends of a window).
+async fn wal_flushes(conn: Option<&mut sqlx::PgConnection>) -> Option<i64> {
+    sqlx::query_scalar("SELECT wal_sync FROM pg_stat_wal")
+        .fetch_one(conn?)
+        .await
+        .ok()
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -463,12 +473,15 @@ struct Throughput {
     client_cpu: Duration,
     /// CPU the test Postgres cluster used in the window, when it is known.
     db_cpu: Option<Duration>,
+    /// WAL flushes the cluster made in the window, when it is known.
+    wal_flushes: Option<i64>,
 }
 
 /// `clients` tasks reserve in a loop for `warmup + secs`; one background task settles what they
 /// reserved in batches of up to [`MAX_BATCH`], one request at a time, like the SDK's reporter.
 async fn throughput(
     api: &Api,
+    database_url: Option<&str>,
     server_pid: u32,
     clients: usize,
     warmup: Duration,
@@ -477,15 +490,28 @@ async fn throughput(
     let t0 = Instant::now() + warmup;
     let end = t0 + secs;
     // CPU used by the server and by this process (the clients) over the measured window.
+    let mut pg = match database_url {
+        Some(url) => {
+            use sqlx::Connection as _;
+            sqlx::PgConnection::connect(url).await.ok()
+        }
+        None => None,
+    };
     let cpu = tokio::spawn(async move {
         let pid = server_pid.to_string();
         tokio::time::sleep_until(t0.into()).await;
         let (s0, c0, d0) = (cpu_time(&pid), cpu_time("self"), postgres_cpu_time());
+        let w0 = wal_flushes(pg.as_mut()).await;
         tokio::time::sleep_until(end.into()).await;
         let db = postgres_cpu_time()
             .zip(d0)
             .map(|(d1, d0)| d1.saturating_sub(d0));
-        (cpu_time(&pid) - s0, cpu_time("self") - c0, db)
+        let (server, client) = (cpu_time(&pid) - s0, cpu_time("self") - c0);
+        let wal = wal_flushes(pg.as_mut())
+            .await
+            .zip(w0)
+            .map(|(w1, w0)| w1 - w0);
+        (server, client, db, wal)
     });
     let errors = Arc::new(AtomicU64::new(0));
     let (tx, mut rx) = mpsc::unbounded_channel::<String>();
@@ -555,12 +581,13 @@ async fn throughput(
         sorted.extend(t.await.expect("client task"));
     }
     let (settled, in_window, batches) = settler.await.expect("settler task");
-    let (server_cpu, client_cpu, db_cpu) = cpu.await.expect("cpu sampler");
+    let (server_cpu, client_cpu, db_cpu, wal_flushes) = cpu.await.expect("cpu sampler");
     sorted.sort_unstable();
     Throughput {
         server_cpu,
         client_cpu,
         db_cpu,
+        wal_flushes,
         reserves_per_sec: sorted.len() as f64 / secs.as_secs_f64(),
         settles_per_sec: in_window as f64 / secs.as_secs_f64(),
         sorted,
@@ -743,7 +770,15 @@ async fn run_store(
         load: load_avg(),
     });
 
-    let tp = throughput(&api, server.child.id(), cfg.clients, cfg.warmup, cfg.secs).await;
+    let tp = throughput(
+        &api,
+        database_url,
+        server.child.id(),
+        cfg.clients,
+        cfg.warmup,
+        cfg.secs,
+    )
+    .await;
     let pairs = tp.reserves_per_sec.min(tp.settles_per_sec);
     rows.push(Row {
         store: name,
@@ -796,6 +831,12 @@ async fn run_store(
                 .unwrap_or_else(|_| "settings unknown".into()),
             server_us + db_us + client_us,
             2e6 / (server_us + db_us + client_us).max(1.0),
+        ));
+    }
+    if let Some(wal) = tp.wal_flushes.filter(|&w| w > 0) {
+        notes.push(format!(
+            "{name}: {wal} WAL flushes in the measured window, {:.3} per pair (`pg_stat_wal`)",
+            wal as f64 / window_pairs.max(1.0),
         ));
     }
     drop(server);

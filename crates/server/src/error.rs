@@ -5,13 +5,15 @@
 //! `503 unavailable` (usually transient: the SDK's fail mode decides what the call does), so
 //! paths, SQL and driver messages never reach a client.
 
+use axum::body::Bytes;
 use axum::extract::rejection::{JsonRejection, QueryRejection};
-use axum::extract::{FromRequest, FromRequestParts};
+use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bursora_core::ledger::Exceeded;
 use bursora_core::window::format_utc;
 use serde::Serialize;
+use serde::de::DeserializeOwned;
 use utoipa::ToSchema;
 
 /// What a request can fail with.
@@ -225,9 +227,38 @@ impl From<QueryRejection> for AppError {
 }
 
 /// `axum::Json` whose rejection is an [`AppError`], so a bad body gets our error shape.
-#[derive(Debug, FromRequest)]
-#[from_request(via(axum::Json), rejection(AppError))]
+///
+/// A body sent as plain `application/json` (what the SDK sends on every reserve) is read by
+/// `serde_json` directly: `axum::Json` tracks the path of every field it reads for the error
+/// message of a bad body, which cost as much as the parse itself. Any other content type, and
+/// every body that fails, goes through `axum::Json`, so the answers and messages are its own.
+#[derive(Debug)]
 pub struct Json<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Json<T> {
+    type Rejection = AppError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, AppError> {
+        let plain = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"application/json"));
+        if !plain {
+            let axum::Json(value) = axum::Json::<T>::from_request(req, state).await?;
+            return Ok(Self(value));
+        }
+        let bytes = Bytes::from_request(req, state)
+            .await
+            .map_err(JsonRejection::from)?;
+        match serde_json::from_slice(&bytes) {
+            Ok(value) => Ok(Self(value)),
+            Err(_) => {
+                let axum::Json(value) = axum::Json::<T>::from_bytes(&bytes)?;
+                Ok(Self(value))
+            }
+        }
+    }
+}
 
 impl<T: serde::Serialize> IntoResponse for Json<T> {
     fn into_response(self) -> Response {

@@ -90,6 +90,26 @@ fn retryable(e: &sqlx::Error) -> bool {
         .is_some_and(|c| c == "40P01" || c == "40001")
 }
 
+/// The pool the reservation statement runs on: connections that always use a generic plan.
+///
+/// The statement takes its rows as arrays (`UNNEST($n)`). Planned for the values at hand (a
+/// custom plan, Postgres's default choice here because a generic plan guesses 10 rows per array)
+/// it cost about as much planning as executing on every call; its generic plan, made once per
+/// connection, is the same index lookups. `plan_cache_mode` is set on these connections only:
+/// the history and spend queries keep Postgres's own choice.
+fn reserve_pool(options: PgPoolOptions, max_connections: u32) -> PgPoolOptions {
+    options
+        .max_connections(max_connections)
+        .after_connect(|conn, _| {
+            Box::pin(async move {
+                sqlx::query("SET plan_cache_mode = force_generic_plan")
+                    .execute(conn)
+                    .await
+                    .map(drop)
+            })
+        })
+}
+
 /// Runs one transaction attempt until it succeeds, fails for good, or runs out of attempts.
 async fn retry<T, F, Fut>(mut attempt: F) -> Result<T>
 where
@@ -116,6 +136,9 @@ where
 #[derive(Debug, Clone)]
 pub struct PgStore {
     pool: PgPool,
+    /// The reservation statement's own connections, which plan it once (generic plans): see
+    /// [`reserve_pool`].
+    reserve_pool: PgPool,
     /// How long ended reservations, refusals and usage events are kept (ms).
     keep_ms: i64,
     /// Group commit queues and the figures this replica saw last (hints the database checks).
@@ -129,15 +152,28 @@ impl PgStore {
     /// # Errors
     /// The database cannot be reached or migrated.
     pub async fn connect(url: &str, max_connections: u32) -> Result<Self> {
-        let pool = PgPoolOptions::new()
-            .max_connections(max_connections)
-            .acquire_timeout(Duration::from_secs(5))
+        let options = PgPoolOptions::new().acquire_timeout(Duration::from_secs(5));
+        Self::connect_with(url, max_connections, options).await
+    }
+
+    /// Connects both pools with `options`: of `max_connections`, a quarter (at least one) go to
+    /// the reservation statement's pool, the rest (at least one) to everything else.
+    async fn connect_with(url: &str, max_connections: u32, options: PgPoolOptions) -> Result<Self> {
+        let reserving = (max_connections / 4).max(1);
+        let pool = options
+            .clone()
+            .max_connections(max_connections.saturating_sub(reserving).max(1))
             .connect(url)
             .await
             .map_err(storage)?;
         MIGRATOR.run(&pool).await.map_err(storage)?;
+        let reserve_pool = reserve_pool(options, reserving)
+            .connect(url)
+            .await
+            .map_err(storage)?;
         Ok(Self {
             pool,
+            reserve_pool,
             keep_ms: DEFAULT_RETENTION_MS,
             groups: Arc::default(),
         })

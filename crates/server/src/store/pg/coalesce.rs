@@ -221,7 +221,7 @@ async fn reserve_group(
     };
     let mut steps = 0;
     {
-        let mut conn = pg.pool.acquire().await.map_err(storage)?;
+        let mut conn = pg.reserve_pool.acquire().await.map_err(storage)?;
         while steps < OPTIMISTIC {
             steps += 1;
             match step(pg, &mut conn, &mut g).await {
@@ -239,7 +239,7 @@ async fn reserve_group(
     // Contended: in a transaction, the statement that misses keeps the counters locked for the
     // next one, decided on what it answered.
     while steps < MAX_STEPS {
-        let mut tx = pg.pool.begin().await.map_err(storage)?;
+        let mut tx = pg.reserve_pool.begin().await.map_err(storage)?;
         while steps < MAX_STEPS {
             steps += 1;
             match step(pg, &mut tx, &mut g).await {
@@ -860,6 +860,49 @@ mod tests {
             );
         }
         assert_eq!(figures(&pg, &p1).await[0], row("hot", None, 0, 2_500));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_reservation_statement_runs_on_generic_plans_and_stays_exact() {
+        let Some(pg) = store().await else { return };
+        // `connect(url, 4)`: one reserving connection, so every group below runs on it.
+        assert_eq!(pg.reserve_pool.options().get_max_connections(), 1);
+        let p = project(&pg, &[("hot", Selector::default(), 10_500, Mode::Block)]).await;
+        for n in 0..12 {
+            let r = reserve_group(&pg, &p, &[call("t", 1_000, Policy::Block, None)])
+                .await
+                .unwrap();
+            assert_eq!(r[0].is_ok(), n < 10, "reservation {n}: {:?}", r[0]);
+        }
+        let fit = [call("t", 1_000, Policy::Fit { min: nanos(100) }, None)];
+        let capped = reserve_group(&pg, &p, &fit).await.unwrap();
+        assert_eq!(capped[0].as_ref().unwrap().amount, nanos(500));
+        assert_eq!(figures(&pg, &p).await, vec![row("hot", None, 0, 10_500)]);
+
+        let mut conn = pg.reserve_pool.acquire().await.unwrap();
+        let mode: String = sqlx::query_scalar("SHOW plan_cache_mode")
+            .fetch_one(&mut *conn)
+            .await
+            .unwrap();
+        assert_eq!(mode, "force_generic_plan");
+        let (generic, custom): (i64, i64) = sqlx::query_as(
+            "SELECT generic_plans, custom_plans FROM pg_prepared_statements
+             WHERE statement LIKE 'WITH want AS%'",
+        )
+        .fetch_one(&mut *conn)
+        .await
+        .unwrap();
+        assert_eq!(
+            (generic >= 13, custom),
+            (true, 0),
+            "{generic} generic plans"
+        );
+        // Every other query keeps Postgres's own choice.
+        let mode: String = sqlx::query_scalar("SHOW plan_cache_mode")
+            .fetch_one(&pg.pool)
+            .await
+            .unwrap();
+        assert_eq!(mode, "auto");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -12,7 +12,7 @@ use bursora_core::Result;
 use sqlx::Connection;
 use sqlx::postgres::PgPoolOptions;
 
-use super::{MIGRATOR, PgStore, storage};
+use super::PgStore;
 
 /// A connection idle at least this long is pinged before use.
 const PING_IF_IDLE: Duration = Duration::from_secs(10);
@@ -24,8 +24,7 @@ impl PgStore {
     /// # Errors
     /// The database cannot be reached or migrated.
     pub async fn connect_for_serving(url: &str, max_connections: u32) -> Result<Self> {
-        let pool = PgPoolOptions::new()
-            .max_connections(max_connections)
+        let options = PgPoolOptions::new()
             .acquire_timeout(Duration::from_secs(5))
             .test_before_acquire(false)
             .before_acquire(|conn, meta| {
@@ -35,15 +34,7 @@ impl PgStore {
                     }
                     Ok(true)
                 })
-            })
-            .connect(url)
-            .await
-            .map_err(storage)?;
-        MIGRATOR.run(&pool).await.map_err(storage)?;
-        Ok(Self {
-            pool,
-            keep_ms: super::DEFAULT_RETENTION_MS,
-            groups: std::sync::Arc::default(),
-        })
+            });
+        Self::connect_with(url, max_connections, options).await
     }
 }
