@@ -306,22 +306,35 @@ unsafe fn finish<const N: usize>(
     }
 }
 
+/// The endings that carry one text after the id: the response's JSON (`finishResponse`) or
+/// the output a stream delivered before it ended (`finishPartial`).
+unsafe fn with_text<'b, const PARTIAL: bool>(
+    env: sys::napi_env,
+    argv: &[sys::napi_value; 3],
+    buf: &'b mut Vec<u8>,
+) -> Result<CallEnding<'b>, Error> {
+    let what = if PARTIAL {
+        "the output text"
+    } else {
+        "the response"
+    };
+    // SAFETY: forwarded from the callback.
+    let text = unsafe { str_arg(env, argv[2], buf, what)? };
+    Ok(if PARTIAL {
+        CallEnding::Partial(text)
+    } else {
+        // Owned: the reporter thread reads it.
+        CallEnding::ResponseJson(text.to_owned())
+    })
+}
+
 /// `finishResponse(guardSlot, id, responseJson)`: settle from `{ usage, service_tier, output }`.
 unsafe extern "C" fn finish_response(
     env: sys::napi_env,
     info: sys::napi_callback_info,
 ) -> sys::napi_value {
-    unsafe fn read<'b>(
-        env: sys::napi_env,
-        argv: &[sys::napi_value; 3],
-        buf: &'b mut Vec<u8>,
-    ) -> Result<CallEnding<'b>, Error> {
-        // Owned: the reporter thread reads it.
-        let json = unsafe { str_arg(env, argv[2], buf, "the response")? };
-        Ok(CallEnding::ResponseJson(json.to_owned()))
-    }
     // SAFETY: called by N-API with the current call's `env` and `info`.
-    unsafe { finish::<3>(env, info, read) }
+    unsafe { finish::<3>(env, info, with_text::<false>) }
 }
 
 /// `finishChatUsage(guardSlot, id, serviceTier, ...counts)`: settle a chat completion from its
@@ -394,16 +407,8 @@ unsafe extern "C" fn finish_partial(
     env: sys::napi_env,
     info: sys::napi_callback_info,
 ) -> sys::napi_value {
-    unsafe fn read<'b>(
-        env: sys::napi_env,
-        argv: &[sys::napi_value; 3],
-        buf: &'b mut Vec<u8>,
-    ) -> Result<CallEnding<'b>, Error> {
-        let text = unsafe { str_arg(env, argv[2], buf, "the output text")? };
-        Ok(CallEnding::Partial(text))
-    }
     // SAFETY: called by N-API with the current call's `env` and `info`.
-    unsafe { finish::<3>(env, info, read) }
+    unsafe { finish::<3>(env, info, with_text::<true>) }
 }
 
 /// The endings that carry nothing but the id: `Failed` or `Unknown`.

@@ -165,8 +165,11 @@ impl TokenUsage {
         for (i, count) in counts.iter_mut().enumerate() {
             *count = match read(i)? {
                 Some(n) => n,
-                // `prompt_tokens` and `completion_tokens` are required.
-                None if i == 0 || i == 5 => {
+                None if matches!(
+                    CHAT_USAGE_FIELDS[i],
+                    ["prompt_tokens"] | ["completion_tokens"]
+                ) =>
+                {
                     return Err(Error::invalid(format!(
                         "usage.{} is missing",
                         CHAT_USAGE_FIELDS[i].join(".")
