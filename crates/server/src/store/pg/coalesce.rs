@@ -47,6 +47,9 @@ const OPTIMISTIC: usize = 6;
 const MAX_STEPS: usize = 64;
 /// Counters (and projects) a replica remembers before it starts over.
 const MAX_REMEMBERED: usize = 100_000;
+/// Project queues kept at most before the idle ones are dropped: one per project that reserved
+/// on this replica, so without this a long-lived replica keeps one for every project ever seen.
+const MAX_QUEUES: usize = 1_024;
 
 /// Expected figures meaning "not known": never equal to a counter's (they are ≥ 0).
 const UNKNOWN: i64 = -1;
@@ -97,10 +100,13 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 impl Groups {
     fn queue(&self, project: &str) -> Arc<Queue> {
-        lock(&self.queues)
-            .entry(project.to_owned())
-            .or_default()
-            .clone()
+        let mut queues = lock(&self.queues);
+        if queues.len() >= MAX_QUEUES && !queues.contains_key(project) {
+            // Idle: no caller holds it (every caller keeps its queue until it is answered), so
+            // nothing is pending but what a caller that went away left, which nobody would run.
+            queues.retain(|_, q| Arc::strong_count(q) > 1);
+        }
+        queues.entry(project.to_owned()).or_default().clone()
     }
 
     /// Records figures seen in the database (a hint for the next reservation).
@@ -635,6 +641,26 @@ mod tests {
     use bursora_core::window::Window;
 
     use super::*;
+
+    #[test]
+    fn idle_project_queues_are_dropped_and_busy_ones_kept() {
+        let groups = Groups::default();
+        let busy = groups.queue("busy");
+        for i in 0..3 * MAX_QUEUES {
+            drop(groups.queue(&format!("p{i}")));
+            assert!(
+                lock(&groups.queues).len() <= MAX_QUEUES,
+                "after {i} projects"
+            );
+        }
+        // The queue a caller holds survives every pruning: later callers of its project join it.
+        assert!(Arc::ptr_eq(&busy, &groups.queue("busy")));
+        drop(busy);
+        for i in 0..MAX_QUEUES {
+            drop(groups.queue(&format!("q{i}")));
+        }
+        assert!(!lock(&groups.queues).contains_key("busy"));
+    }
 
     /// `(state, amount, requested, model, tenant, refused_by is set)` of a stored row.
     type StoredRow = (
