@@ -103,7 +103,8 @@ impl Groups {
         let mut queues = lock(&self.queues);
         if queues.len() >= MAX_QUEUES && !queues.contains_key(project) {
             // Idle: no caller holds it (every caller keeps its queue until it is answered), so
-            // nothing is pending but what a caller that went away left, which nobody would run.
+            // nothing is pending but requests whose callers went away; reserving those would
+            // only hold budget until their TTL.
             queues.retain(|_, q| Arc::strong_count(q) > 1);
         }
         queues.entry(project.to_owned()).or_default().clone()
