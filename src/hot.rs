@@ -222,6 +222,16 @@ unsafe fn run(
     }
 }
 
+/// `value` as the call's result.
+unsafe fn returning<T: ToNapiValue>(
+    env: sys::napi_env,
+    value: T,
+) -> Result<sys::napi_value, Error> {
+    // SAFETY: `env` is the current call's environment.
+    unsafe { ToNapiValue::to_napi_value(env, value) }
+        .map_err(|e| napi::Error::new("internal".to_owned(), format!("returning: {}", e.reason)))
+}
+
 unsafe fn undefined(env: sys::napi_env) -> Result<sys::napi_value, Error> {
     let mut out = ptr::null_mut();
     // SAFETY: plain N-API call on the current environment.
@@ -257,9 +267,7 @@ unsafe extern "C" fn admit(env: sys::napi_env, info: sys::napi_callback_info) ->
                 let tags = tags.as_deref().unwrap_or(&empty);
                 crate::admit_with(&guard, endpoint, body, tags, None, base_url)
             })?;
-            ToNapiValue::to_napi_value(env, admission).map_err(|e| {
-                napi::Error::new("internal".to_owned(), format!("returning: {}", e.reason))
-            })
+            returning(env, admission)
         })
     }
 }
@@ -456,9 +464,7 @@ unsafe extern "C" fn keep_alive(
                 let id = str_arg(env, id, &mut buffers[0], "the reservation id")?;
                 guard.keep_alive(id).map_err(|e| crate::js_error(&e))
             })?;
-            ToNapiValue::to_napi_value(env, renewed).map_err(|e| {
-                napi::Error::new("internal".to_owned(), format!("returning: {}", e.reason))
-            })
+            returning(env, renewed)
         })
     }
 }
@@ -482,9 +488,7 @@ unsafe extern "C" fn count_tokens(
             })?;
             #[allow(clippy::cast_precision_loss)] // token counts stay far below 2^53
             let n = n as f64;
-            ToNapiValue::to_napi_value(env, n).map_err(|e| {
-                napi::Error::new("internal".to_owned(), format!("returning: {}", e.reason))
-            })
+            returning(env, n)
         })
     }
 }
